@@ -1,0 +1,303 @@
+"""The networks of the five seed submissions, as the students wrote them or as their torchsummary tables require.
+
+Modules are declared in the seeds' order, so that PyTorch's default initialisation draws the same random numbers
+in the same order as the student's code did. Every forward maps (B, 1, 28, 28) -> (B, 10) log-probabilities.
+Importing this module has no side effects.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv(cin: int, cout: int, k: int = 3, padding: int = 0, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=(k, k), padding=padding, bias=bias)
+
+
+def block(cin: int, cout: int, dropout: float | None, *, order: str = "crb", act=nn.ReLU, padding: int = 0):
+    """A conv block; ``order`` spells the layer order: c=conv, r=activation, b=BatchNorm, d is added for dropout."""
+    make = {"c": lambda: conv(cin, cout, padding=padding), "r": act, "b": lambda: nn.BatchNorm2d(cout)}
+    layers = [make[c]() for c in order]
+    if dropout is not None:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class Session7Net(nn.Module):
+    """The session-7 class network, 13,808 params: seeds 000 model 1, 001 model 1, 004 Net2 (code in 000/001)."""
+
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.convblock1 = block(1, 16, dropout)  # 26
+        self.convblock2 = block(16, 32, dropout)  # 24
+        self.convblock3 = nn.Sequential(conv(32, 10, 1))  # 24
+        self.pool1 = nn.MaxPool2d(2, 2)  # 12
+        self.convblock4 = block(10, 16, dropout)  # 10
+        self.convblock5 = block(16, 16, dropout)  # 8
+        self.convblock6 = block(16, 16, dropout)  # 6
+        self.convblock7 = block(16, 16, dropout, padding=1)  # 6
+        self.gap = nn.Sequential(nn.AvgPool2d(kernel_size=6))  # 1
+        self.convblock8 = nn.Sequential(conv(16, 10, 1))
+        self.dropout = nn.Dropout(dropout)  # declared but never called, as in the seed
+
+    def forward(self, x):
+        x = self.pool1(self.convblock3(self.convblock2(self.convblock1(x))))
+        x = self.convblock7(self.convblock6(self.convblock5(self.convblock4(x))))
+        x = self.convblock8(self.gap(x))
+        return F.log_softmax(x.view(-1, 10), dim=-1)
+
+
+class S001Model2(nn.Module):
+    """Seed 001 model 2, 5,048 params (code in the seed)."""
+
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.convblock1 = block(1, 8, dropout)  # 26
+        self.convblock2 = block(8, 16, dropout)  # 24
+        self.convblock3 = nn.Sequential(conv(16, 8, 1))  # 24
+        self.pool1 = nn.MaxPool2d(2, 2)  # 12
+        self.convblock4 = block(8, 12, dropout)  # 10
+        self.convblock5 = block(12, 12, dropout)  # 8
+        self.convblock6 = block(12, 12, dropout, padding=1)  # 8
+        self.gap = nn.Sequential(nn.AvgPool2d(kernel_size=8))  # 1
+        self.convblock7 = nn.Sequential(conv(12, 10, 1))
+
+    def forward(self, x):
+        x = self.pool1(self.convblock3(self.convblock2(self.convblock1(x))))
+        x = self.convblock6(self.convblock5(self.convblock4(x)))
+        x = self.convblock7(self.gap(x))
+        return F.log_softmax(x.view(-1, 10), dim=-1)
+
+
+class S001Model3(nn.Module):
+    """Seed 001 model 3, 7,902 params (code in the seed): GELU, two 1x1 skips over resized maps, a sigmoid gate."""
+
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.convblock1 = block(1, 10, dropout, act=nn.GELU)  # 26
+        self.convblock2 = block(10, 14, dropout, act=nn.GELU)  # 24
+        self.convblock3 = nn.Sequential(conv(14, 10, 1))  # 24
+        self.pool1 = nn.MaxPool2d(2, 2)  # 12
+        self.convblock4 = block(10, 14, dropout, act=nn.GELU)  # 10
+        self.convblock5 = block(14, 14, dropout, act=nn.GELU)  # 8
+        self.convblock6 = block(14, 12, dropout, act=nn.GELU)  # 6
+        self.convblock7 = block(12, 12, dropout, act=nn.GELU, padding=1)  # 6
+        self.gap = nn.Sequential(nn.AvgPool2d(kernel_size=6))  # 1
+        self.convblock8 = nn.Sequential(conv(12, 10, 1))
+        self.skip1 = conv(10, 14, 1)
+        self.skip2 = conv(14, 12, 1)
+
+    def forward(self, x):
+        x = self.pool1(self.convblock3(self.convblock2(self.convblock1(x))))  # (B, 10, 12, 12)
+        x4 = self.convblock4(x)  # (B, 14, 10, 10)
+        x4 = x4 + self.skip1(F.interpolate(x, size=x4.shape[2:]))
+        x6 = self.convblock6(self.convblock5(x4))  # (B, 12, 6, 6)
+        x6 = x6 + self.skip2(F.interpolate(x4, size=x6.shape[2:]))
+        x7 = self.convblock7(x6)
+        x7 = x7 * torch.sigmoid(F.adaptive_avg_pool2d(x7, 1))  # channel gate, (B, 12, 1, 1)
+        x = self.convblock8(self.gap(x7))
+        return F.log_softmax(x.view(-1, 10), dim=-1)
+
+
+class BigNet(nn.Module):
+    """The 6,379,786-param baseline with biases and no BatchNorm: seed 002 network 1 (code), seed 003 model 1 (table)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)  # 28
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)  # 28
+        self.pool1 = nn.MaxPool2d(2, 2)  # 14
+        self.conv3 = nn.Conv2d(64, 128, 3, padding=1)  # 14
+        self.conv4 = nn.Conv2d(128, 256, 3, padding=1)  # 14
+        self.pool2 = nn.MaxPool2d(2, 2)  # 7
+        self.conv5 = nn.Conv2d(256, 512, 3)  # 5
+        self.conv6 = nn.Conv2d(512, 1024, 3)  # 3
+        self.conv7 = nn.Conv2d(1024, 10, 3)  # 1
+
+    def forward(self, x):
+        x = self.pool1(F.relu(self.conv2(F.relu(self.conv1(x)))))
+        x = self.pool2(F.relu(self.conv4(F.relu(self.conv3(x)))))
+        x = F.relu(self.conv6(F.relu(self.conv5(x))))
+        return F.log_softmax(self.conv7(x).view(-1, 10), dim=-1)
+
+
+class S002Step2(nn.Module):
+    """Seed 002 step 2, 9,970 params (code in the seed; the seed prints no summary). Conv -> BN -> ReLU blocks."""
+
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.convblock1 = block(1, 10, None, order="cbr")  # 26
+        self.convblock2 = block(10, 10, None, order="cbr")  # 24
+        self.convblock3 = block(10, 20, None, order="cbr")  # 22
+        self.pool1 = nn.MaxPool2d(2, 2)  # 11
+        self.convblock4 = nn.Sequential(conv(20, 10, 1), nn.BatchNorm2d(10), nn.ReLU())  # 11
+        self.convblock5 = block(10, 10, None, order="cbr")  # 9
+        self.convblock6 = block(10, 10, None, order="cbr")  # 7
+        self.convblock7 = nn.Sequential(conv(10, 10, 1), nn.BatchNorm2d(10), nn.ReLU())  # 7
+        self.convblock8 = nn.Sequential(conv(10, 10, 7))  # 1
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        x = self.dropout(self.convblock3(self.convblock2(self.convblock1(x))))
+        x = self.dropout(self.convblock5(self.convblock4(self.pool1(x))))
+        x = self.dropout(self.convblock7(self.convblock6(x)))
+        return F.log_softmax(self.convblock8(x).view(-1, 10), dim=-1)
+
+
+class S003Model2(nn.Module):
+    """Seed 003 model 2, 12,854 params, rebuilt from its torchsummary table.
+
+    Three Conv -> ReLU -> BN -> Dropout blocks (26, 24, 22), MaxPool (11), then bare Conv -> ReLU layers: a 1x1 (11),
+    two 3x3 (9, 7), a 1x1 (7), and a 7x7 conv to (10, 1, 1) with no activation after it.
+    """
+
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.convblock1 = block(1, 10, dropout)  # 26
+        self.convblock2 = block(10, 32, dropout)  # 24
+        self.convblock3 = block(32, 10, dropout)  # 22
+        self.pool1 = nn.MaxPool2d(2, 2)  # 11
+        self.tail = nn.Sequential(
+            conv(10, 10, 1), nn.ReLU(),  # 11
+            conv(10, 10), nn.ReLU(),  # 9
+            conv(10, 10), nn.ReLU(),  # 7
+            conv(10, 10, 1), nn.ReLU(),  # 7
+            conv(10, 10, 7),  # 1
+        )  # fmt: skip
+
+    def forward(self, x):
+        x = self.pool1(self.convblock3(self.convblock2(self.convblock1(x))))
+        return F.log_softmax(self.tail(x).view(-1, 10), dim=-1)
+
+
+class S003Model3(nn.Module):
+    """Seed 003 model 3, 9,180 params, rebuilt from its torchsummary table.
+
+    Conv -> ReLU -> BN -> Dropout blocks at 26, 24, 22, MaxPool (11), blocks at 9 and 7, a last 3x3 conv to
+    (10, 5, 5) and AvgPool to (10, 1, 1). The seed's analysis says "skip added", but the table has no layer a skip
+    could be (no 1x1 conv, no two maps of one shape to add), so none is built.
+    """
+
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.features = nn.Sequential(
+            block(1, 12, dropout),  # 26
+            block(12, 16, dropout),  # 24
+            block(16, 12, dropout),  # 22
+            nn.MaxPool2d(2, 2),  # 11
+            block(12, 16, dropout),  # 9
+            block(16, 16, dropout),  # 7
+            conv(16, 10),  # 5
+            nn.AvgPool2d(5),  # 1
+        )
+
+    def forward(self, x):
+        return F.log_softmax(self.features(x).view(-1, 10), dim=-1)
+
+
+class S003Model4(nn.Module):
+    """Seed 003 model 4, 7,616 params, rebuilt from its torchsummary table.
+
+    The table lists a bias-free 1x1 conv 16 -> 16 (Conv2d-7, 256 params) between the second block's BatchNorm and
+    the third 3x3 conv, with output (16, 24, 24), the shape of its input. The seed says a skip was added, and this is
+    the only place the table leaves for one: a residual ``x + conv1x1(x)``. Dropout (p from the recipe) follows only
+    the third and fifth blocks, as in the table; no activation follows the last conv.
+    """
+
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.convblock1 = block(1, 8, None)  # 26
+        self.convblock2 = block(8, 16, None)  # 24
+        self.skip = conv(16, 16, 1)  # 24
+        self.convblock3 = block(16, 16, dropout)  # 22
+        self.pool1 = nn.MaxPool2d(2, 2)  # 11
+        self.convblock4 = block(16, 12, None)  # 9
+        self.convblock5 = block(12, 10, dropout)  # 7
+        self.convblock6 = conv(10, 10)  # 5
+        self.gap = nn.AvgPool2d(5)  # 1
+
+    def forward(self, x):
+        x = self.convblock2(self.convblock1(x))
+        x = x + self.skip(x)
+        x = self.pool1(self.convblock3(x))
+        x = self.convblock6(self.convblock5(self.convblock4(x)))
+        return F.log_softmax(self.gap(x).view(-1, 10), dim=-1)
+
+
+class S004Init(nn.Module):
+    """Seed 004 "Model Init", 593,200 params, rebuilt from its table (which lists only Conv2d and Linear rows).
+
+    Conv2d-3 outputs 10x10 from Conv2d-2's 24x24, and Linear-5 takes 4,096 = 256 x 4 x 4 inputs, so a 2x2 max-pool
+    follows conv 2 and conv 4. Those pools and the ReLUs do not appear as rows, so they are functional calls, as in
+    the pytorch/examples MNIST net this resembles. All layers have biases (320 = 32 x 9 + 32).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3)  # 26
+        self.conv2 = nn.Conv2d(32, 64, 3)  # 24 -> pool 12
+        self.conv3 = nn.Conv2d(64, 128, 3)  # 10
+        self.conv4 = nn.Conv2d(128, 256, 3)  # 8 -> pool 4
+        self.fc1 = nn.Linear(256 * 4 * 4, 50)
+        self.fc2 = nn.Linear(50, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        x = F.max_pool2d(F.relu(self.conv4(F.relu(self.conv3(x)))), 2)
+        x = self.fc2(F.relu(self.fc1(x.flatten(1))))
+        return F.log_softmax(x, dim=-1)
+
+
+class S004Net1(nn.Module):
+    """Seed 004 Net1, 19,470 params, rebuilt from its table, which skips rows 12-14.
+
+    The stated total leaves 9,312 params for the missing rows, and the shapes go from (32, 10, 10) at ReLU-11 to
+    (32, 8, 8) at BatchNorm2d-15. Both fit exactly BatchNorm2d-12 (32: 64 params), Conv2d-13 (3x3, 32 -> 32, with
+    bias: 9,248) and ReLU-14, the same Conv -> ReLU -> BN pattern as the rows around them. Convs have biases
+    (160 = 16 x 9 + 16). Dropout p comes from the recipe.
+    """
+
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.block1 = nn.Sequential(
+            nn.Conv2d(1, 16, 3), nn.ReLU(), nn.BatchNorm2d(16),  # 26
+            nn.Conv2d(16, 16, 3), nn.ReLU(), nn.BatchNorm2d(16),  # 24
+            nn.MaxPool2d(2, 2), nn.ReLU(), nn.Dropout(dropout),  # 12
+        )  # fmt: skip
+        self.block2 = nn.Sequential(
+            nn.Conv2d(16, 32, 3), nn.ReLU(), nn.BatchNorm2d(32),  # 10
+            nn.Conv2d(32, 32, 3), nn.ReLU(), nn.BatchNorm2d(32),  # 8 (rows 13-15)
+            nn.MaxPool2d(2, 2), nn.ReLU(), nn.Dropout(dropout),  # 4
+        )  # fmt: skip
+        self.head = nn.Sequential(nn.Conv2d(32, 10, 3), nn.BatchNorm2d(10), nn.Dropout(dropout), nn.AvgPool2d(2))
+
+    def forward(self, x):
+        return F.log_softmax(self.head(self.block2(self.block1(x))).view(-1, 10), dim=-1)
+
+
+class S004Final(nn.Module):
+    """Seed 004 final model, 7,958 params, rebuilt from its table: the session-7 layout with fewer channels.
+
+    Conv -> ReLU -> BN -> Dropout blocks (10 @ 26, 20 @ 24), a 1x1 to 10 channels, MaxPool (12), blocks 10 @ 10,
+    10 @ 8, 16 @ 6, 16 @ 6 (padding 1), GAP over 6x6 and a 1x1 conv to 10 classes.
+    """
+
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.convblock1 = block(1, 10, dropout)  # 26
+        self.convblock2 = block(10, 20, dropout)  # 24
+        self.convblock3 = nn.Sequential(conv(20, 10, 1))  # 24
+        self.pool1 = nn.MaxPool2d(2, 2)  # 12
+        self.convblock4 = block(10, 10, dropout)  # 10
+        self.convblock5 = block(10, 10, dropout)  # 8
+        self.convblock6 = block(10, 16, dropout)  # 6
+        self.convblock7 = block(16, 16, dropout, padding=1)  # 6
+        self.gap = nn.Sequential(nn.AvgPool2d(kernel_size=6))  # 1
+        self.convblock8 = nn.Sequential(conv(16, 10, 1))
+
+    def forward(self, x):
+        x = self.pool1(self.convblock3(self.convblock2(self.convblock1(x))))
+        x = self.convblock7(self.convblock6(self.convblock5(self.convblock4(x))))
+        return F.log_softmax(self.convblock8(self.gap(x)).view(-1, 10), dim=-1)
