@@ -1,0 +1,15 @@
+"""Read a sweep's Parquet results folder and tell a lucky 99.4 % hit from a consistent one.
+
+- `analysis.load`: `load_results(out) -> Results`, the only reader of the results folder.
+- `analysis.stats`: pure statistics over DataFrames and arrays; `summarize(results, options) -> Summary`.
+- `analysis.figures`: seaborn figures; each function takes data and returns a matplotlib Figure.
+- `analysis.report`: `write_report(...)`, the only writer (HTML + CSV), and the terminal verdict table.
+- `analysis.cli`: the `sweep report` command.
+
+Importing this package is cheap on purpose (no pandas, no matplotlib): `sweep --help` imports `analysis.cli`.
+This package knows nothing of torch or ray.
+"""
+
+
+class ReportError(ValueError):
+    """Bad input for a report: no results, an unreadable file, rows that cannot be told apart. One-line message."""
