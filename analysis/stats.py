@@ -177,6 +177,8 @@ def run_summary(epochs: pd.DataFrame, budget: pd.Series, target: float = 99.40, 
     at_target = e[e["test_acc"] >= target - EPS].groupby(key)["epoch"].min()
     out = pd.DataFrame({
         "step": runs["step"].first(),
+        "recipe_hash": runs["recipe_hash"].first(),
+        "quick": runs["quick"].first(),
         "budget": runs["budget"].first(),
         "best_acc": runs["test_acc"].max(),
         "best_epoch": e.loc[runs["test_acc"].idxmax(), key + ["epoch"]].set_index(key)["epoch"],

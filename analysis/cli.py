@@ -1,0 +1,46 @@
+"""`sweep report`: the command; the work is in `analysis.load`, `analysis.stats` and `analysis.report`.
+
+Importing this module is cheap (typer only), so that `sweep --help` stays fast; pandas and matplotlib load when the
+command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from analysis import ReportError
+
+
+def report(
+    out: Annotated[Path, typer.Option("--out", help="Results folder written by `sweep run`.")] = Path("results"),
+    html: Annotated[Optional[Path], typer.Option(help="Where to write the HTML report [default: OUT/report.html]; "
+                                                      "the CSV tables go next to it.")] = None,
+    target: Annotated[float, typer.Option(min=0, max=100, help="Target test accuracy, percent.")] = 99.40,
+    last_k: Annotated[int, typer.Option(min=1, help="A consistent run stays at or above the target in each of "
+                                                    "its last K epochs.")] = 3,
+    epoch_budget: Annotated[Optional[int], typer.Option(min=1, help="Epochs that count, for every step "
+                                                                    "[default: each step's recipe epochs].")] = None,
+    max_params: Annotated[int, typer.Option(help="Parameter budget: a step passes with fewer parameters.")] = 8_000,
+    max_epochs: Annotated[int, typer.Option(help="Epoch budget: a step passes with at most this many epochs.")] = 15,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Level of every interval.")] = 0.95,
+    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2_000,
+    bootstrap_seed: Annotated[int, typer.Option(help="Seed of the bootstrap, for reproducible intervals.")] = 0,
+) -> None:
+    """Tell lucky from consistent: write the HTML report of a results folder and print its verdict table."""
+    from analysis.load import load_results
+    from analysis.report import verdict_text, write_report
+    from analysis.stats import Options
+
+    options = Options(target=target, last_k=last_k, epoch_budget=epoch_budget, max_params=max_params,
+                      max_epochs=max_epochs, confidence=confidence, n_bootstrap=bootstrap,
+                      random_state=bootstrap_seed)
+    try:
+        paths = write_report(load_results(out), html or out / "report.html", options)
+    except ReportError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(verdict_text(paths.summary))
+    typer.echo(f"\nreport: {paths.html}\ntables: {paths.steps_csv}, {paths.runs_csv}, {paths.progression_csv}")

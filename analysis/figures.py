@@ -1,0 +1,253 @@
+"""Figures of the report. Each function takes the summary tables (see `analysis.stats`) and returns a Figure.
+
+Every accuracy axis carries the target line and a band of +-1 binomial standard error around it: the scatter that
+re-testing one fixed model on `Options.n_test` fresh images would show. Steps are ordered as in the steps table:
+by submission, then by their order within it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from analysis.stats import Options, Summary, binomial_se, prob_at_least  # noqa: E402
+
+VERDICT_COLORS = {"CONSISTENT": "#1a9850", "LUCKY": "#f46d43", "UNDECIDED": "#74add1", "NEVER": "#969696"}
+METRICS = {"best_acc": "best epoch", "final_acc": "final epoch", "lastk_min": "worst of last K"}
+CLAIM = {"color": "#b2182b", "marker": "*", "s": 120, "zorder": 5, "edgecolor": "white", "linewidth": 0.5}
+ROW_INCH = 0.32  # figure height per dodged box row
+
+
+def _styled(plot):
+    """Draw in the report's seaborn style without touching the global one."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs) -> Figure:
+        with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
+            return plot(*args, **kwargs)
+
+    return wrapper
+
+
+def _target(ax, options: Options, axis: str = "y") -> None:
+    """The target line and its +-1 SE noise band."""
+    se = float(binomial_se(options.target, options.n_test))
+    span, line = (ax.axhspan, ax.axhline) if axis == "y" else (ax.axvspan, ax.axvline)
+    span(options.target - se, options.target + se, color="#fdb863", alpha=0.25, lw=0, zorder=0)
+    line(options.target, color="#e66101", lw=1.2, ls="--", zorder=1)
+
+
+def _target_handles(options: Options) -> list:
+    se = float(binomial_se(options.target, options.n_test))
+    return [Line2D([], [], color="#e66101", ls="--", label=f"target {options.target:.2f} %"),
+            Patch(color="#fdb863", alpha=0.4, label=f"±1 SE of one test ({se:.3f} pp)")]
+
+
+def _submission_rules(ax, steps: pd.DataFrame) -> None:
+    """Thin lines between submissions on a categorical y axis, with the submission's name at the left."""
+    for sub, rows in steps.reset_index(drop=True).groupby("submission", sort=False):
+        if rows.index[0] > 0:
+            ax.axhline(rows.index[0] - 0.5, color="0.3", lw=0.8)
+        ax.annotate(f"submission {sub}", (0, rows.index[0] - 0.5), xycoords=("axes fraction", "data"),
+                    xytext=(3, -2), textcoords="offset points", va="top", fontsize=7, color="0.35")
+
+
+@_styled
+def distributions(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) -> Figure:
+    """Per step, the seeds' best, final and worst-of-last-K accuracy: points over boxes, with the seed's claims."""
+    order = steps["group"].tolist()
+    long = runs.melt(id_vars="group", value_vars=list(METRICS), var_name="metric", value_name="acc")
+    long["metric"] = long["metric"].map(METRICS).str.replace("K", str(options.last_k))
+    fig, ax = plt.subplots(figsize=(9, 1.6 + ROW_INCH * 3 * len(order)))
+    common = {"data": long, "x": "acc", "y": "group", "hue": "metric", "order": order, "ax": ax, "palette": "deep"}
+    sns.boxplot(**common, fill=False, showfliers=False, whis=(0, 100), linewidth=0.9, legend=False)
+    sns.stripplot(**common, dodge=True, size=3.5, alpha=0.75, jitter=0.12)
+    _target(ax, options, "x")
+    width = 0.8 / 3  # seaborn dodges three hues over 0.8 of a category
+    for name, offset, marker in (("claim_best", -width, "*"), ("claim_final", 0.0, "X")):
+        claimed = steps[name].notna()
+        ax.scatter(steps.loc[claimed, name], np.flatnonzero(claimed) + offset, **(CLAIM | {"marker": marker}))
+    _submission_rules(ax, steps)
+    handles = ax.get_legend_handles_labels()[0] + [
+        Line2D([], [], ls="", **_marker("*")), Line2D([], [], ls="", **_marker("X"))] + _target_handles(options)
+    labels = [*long["metric"].unique(), "seed's claimed best", "seed's logged final",
+              *(h.get_label() for h in _target_handles(options))]
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    ax.set(xlabel="test accuracy (%)", ylabel="", title="Accuracy across seeds, per step")
+    fig.tight_layout()
+    return fig
+
+
+def _marker(marker: str) -> dict:
+    return {"marker": marker, "color": CLAIM["color"], "markersize": 9 if marker == "*" else 7}
+
+
+@_styled
+def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) -> Figure:
+    """Test accuracy per epoch, per step: the seeds' median and 10-90 % band, and the seed's own logged run."""
+    e = epochs.merge(steps[["group", "budget"]], on="group")
+    e = e[e["epoch"] <= e["budget"]]
+    late = e[e["epoch"] > e["budget"] / 2].groupby(["group", "epoch"])["test_acc"]
+    logs = steps.set_index("group")["claimed_log"].dropna()
+    claimed = np.concatenate([np.asarray(log, float) for log in logs] or [np.array([])])
+    low = min(late.quantile(0.1).min(), options.target) - 0.1  # earlier epochs may run off the bottom
+    high = max([late.quantile(0.9).max(), options.target, *claimed]) + 0.08
+    grid = sns.FacetGrid(e, col="group", col_order=steps["group"].tolist(), col_wrap=min(4, len(steps)),
+                         height=2.3, aspect=1.35, sharex=False, sharey=True, ylim=(low, high))
+    grid.map_dataframe(sns.lineplot, x="epoch", y="test_acc", estimator="median", errorbar=("pi", 80),
+                       color="#2166ac", lw=1.5)
+    for group, ax in grid.axes_dict.items():
+        _target(ax, options)
+        if group in logs:
+            log = np.asarray(logs[group], float)
+            ax.plot(np.arange(1, len(log) + 1), log, color=CLAIM["color"], lw=1.1, ls="-", marker=".", ms=3)
+    verdicts = steps.set_index("group")["verdict"]
+    for group, ax in grid.axes_dict.items():
+        ax.set_title(f"{group}\n{verdicts[group]}", fontsize=9, color=VERDICT_COLORS[verdicts[group]])
+    grid.set_axis_labels("epoch", "test accuracy (%)")
+    grid.figure.legend(handles=[Line2D([], [], color="#2166ac", label="median of seeds"),
+                                Patch(color="#2166ac", alpha=0.2, label="10–90 % of seeds"),
+                                Line2D([], [], color=CLAIM["color"], marker=".", label="seed's own logged run"),
+                                *_target_handles(options)],
+                       loc="lower center", ncol=5, frameon=False, bbox_to_anchor=(0.5, 0))
+    grid.figure.suptitle("Test accuracy per epoch (y axis cut below; early epochs may leave it)", y=1.0)
+    grid.figure.tight_layout(rect=(0, 0.05, 1, 0.98))
+    return grid.figure
+
+
+@_styled
+def rates(steps: pd.DataFrame, options: Options = Options()) -> Figure:
+    """Hit rate and consistent rate per step, with their Wilson intervals against the verdict line at 0.5."""
+    fig, ax = plt.subplots(figsize=(9, 1.4 + ROW_INCH * 2 * len(steps)))
+    y = np.arange(len(steps))
+    for name, offset, color in (("hit", -0.17, "#92c5de"), ("consistent", 0.17, "#2166ac")):
+        rate = steps[f"{name}_rate"]
+        ax.errorbar(rate, y + offset, xerr=[rate - steps[f"{name}_lo"], steps[f"{name}_hi"] - rate], fmt="o",
+                    color=color, capsize=3, label=f"{name} rate, {options.confidence:.0%} Wilson interval")
+    ax.axvline(0.5, color="0.2", lw=1, ls=":")
+    for i, row in enumerate(steps.itertuples()):
+        ax.annotate(f"{row.verdict}  (n={row.n_seeds})", (1.02, i), xycoords=("axes fraction", "data"),
+                    va="center", fontsize=8, color=VERDICT_COLORS[row.verdict], fontweight="bold")
+    ax.set(yticks=y, yticklabels=steps["group"], xlim=(-0.02, 1.02), ylim=(len(steps) - 0.5, -0.5),
+           xlabel=f"share of seeds (hit: ≥ {options.target:.2f} % at some epoch; "
+                  f"consistent: in each of the last {options.last_k})",
+           title="Hit rate vs consistent rate (verdict from the consistent rate's interval against 0.5)")
+    _submission_rules(ax, steps)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.04 + 0.3 / len(steps)), ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+@_styled
+def ladder(runs: pd.DataFrame, steps: pd.DataFrame, progression: pd.DataFrame, options: Options = Options()) -> Figure:
+    """Per submission, its steps in order with their final accuracies, and P(improvement) over the step before."""
+    subs = steps["submission"].unique().tolist()
+    ncols = min(3, len(subs))
+    widest = steps.groupby("submission").size().max()
+    fig, axes = plt.subplots(-(-len(subs) // ncols), ncols, squeeze=False, sharey=True,
+                             figsize=(ncols * (1.2 + 1.1 * widest), 3.6 * -(-len(subs) // ncols)))
+    palette = dict(zip(steps["group"], steps["verdict"].map(VERDICT_COLORS)))
+    for ax, sub in zip(axes.flat, subs):
+        order = steps.loc[steps["submission"] == sub, "group"].tolist()
+        data = runs[runs["group"].isin(order)]
+        common = {"data": data, "x": "group", "y": "final_acc", "order": order, "ax": ax}
+        sns.boxplot(**common, hue="group", palette=palette, showfliers=False, width=0.55, whis=(0, 100),
+                    boxprops={"alpha": 0.35}, legend=False)
+        sns.stripplot(**common, color="0.15", size=3.5, jitter=0.1)
+        _target(ax, options)
+        pairs = progression[progression["submission"] == sub]
+        for k, pair in enumerate(pairs.itertuples()):
+            x = (order.index(pair.before) + order.index(pair.after)) / 2
+            ax.annotate(f"P(↑) = {pair.p_improve:.2f}", (x, 1.0 - 0.07 * (k % 2)), xycoords=("data", "axes fraction"),
+                        ha="center", va="top", fontsize=8, bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"})
+        ax.set(title=f"submission {sub}", xlabel="", ylabel="final test accuracy (%)")
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    for ax in axes.flat[len(subs):]:
+        ax.set_visible(False)
+    low, high = axes.flat[0].get_ylim()  # shared by all panels
+    axes.flat[0].set_ylim(low, high + 0.2 * (high - low))  # headroom for the P(↑) labels
+    fig.legend(handles=[Patch(color=c, alpha=0.5, label=v) for v, c in VERDICT_COLORS.items()]
+               + _target_handles(options), loc="lower center", ncol=6, frameon=False)
+    fig.suptitle("Progression: final accuracy per step, and P(later step > earlier step) across seeds")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+@_styled
+def luck(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) -> Figure:
+    """Per step, the luck gap (best - mean of last K) and the first epoch at the target, one point per seed."""
+    order = steps["group"].tolist()
+    fig, (gap, first) = plt.subplots(1, 2, sharey=True, figsize=(10, 1.4 + ROW_INCH * 1.5 * len(order)))
+    common = {"data": runs, "y": "group", "order": order, "color": "#4d4d4d", "size": 4, "jitter": 0.15}
+    sns.boxplot(runs, x="luck_gap", y="group", order=order, ax=gap, color="#d9d9d9", showfliers=False,
+                whis=(0, 100), width=0.5)
+    sns.stripplot(**common, x="luck_gap", ax=gap)
+    sns.stripplot(**common, x="first_epoch_at_target", ax=first)
+    first.scatter(steps["budget"], np.arange(len(order)), marker="|", s=300, color="#e66101")
+    for i, row in enumerate(steps.itertuples()):
+        first.annotate(f"never: {row.n_seeds - row.n_hit}/{row.n_seeds}", (1.02, i),
+                       xycoords=("axes fraction", "data"), va="center", fontsize=8)
+    gap.set(xlabel=f"luck gap: best − mean of last {options.last_k} epochs (pp)", ylabel="",
+            title="How far the best epoch sits above the end of the run")
+    first.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    first.set(xlabel="epoch", xlim=(0, steps["budget"].max() + 1),
+              title=f"First epoch at ≥ {options.target:.2f} % (orange bar: epoch budget)")
+    _submission_rules(gap, steps)
+    fig.tight_layout()
+    return fig
+
+
+@_styled
+def noise(options: Options = Options()) -> Figure:
+    """How often one test of a model of a given true accuracy scores at or above the target."""
+    se = float(binomial_se(options.target, options.n_test))
+    true = np.linspace(options.target - 4 * se, options.target + 4 * se, 400)
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    ax.plot(true, prob_at_least(options.target, true, options.n_test), color="#2166ac", lw=2)
+    _target(ax, options, "x")
+    for acc in (options.target - 0.05, options.target + 0.05):
+        p = float(prob_at_least(options.target, acc, options.n_test))
+        ax.plot([acc], [p], "o", color="0.2")
+        ax.annotate(f"true {acc:.2f} % → {p:.0%}", (acc, p), xytext=(8, -4), textcoords="offset points", fontsize=8)
+    ax.set(xlabel="true accuracy of a fixed model (%)", ylabel=f"P(score ≥ {options.target:.2f} %)",
+           ylim=(-0.02, 1.02), title=f"One test on {options.n_test:,} images is a coin flip near the target")
+    ax.legend(handles=_target_handles(options), loc="upper left", frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def all_figures(summary: Summary, epochs: pd.DataFrame) -> dict[str, tuple[Figure, str]]:
+    """Every figure of the report with its caption, in report order."""
+    runs, steps, o = summary.runs, summary.steps, summary.options
+    return {
+        "distributions": (distributions(runs, steps, o),
+                          "Each point is one seed. Red stars mark the best accuracy the seed file claimed; red "
+                          "crosses the last epoch of the seed's own logged run. Claims are drawn only for full runs "
+                          "of the unchanged recipe."),
+        "trajectories": (trajectories(epochs, steps, o),
+                         "Blue: median across seeds with the band holding the middle 80 % of seeds. Red: the run "
+                         "the seed file logged, where it logged one."),
+        "rates": (rates(steps, o),
+                  "A step is CONSISTENT when the consistent rate's interval lies at or above 0.5, LUCKY when it "
+                  "lies below 0.5 (and some seed hits), NEVER when no seed hits, and UNDECIDED otherwise."),
+        "ladder": (ladder(runs, steps, summary.progression, o),
+                   "P(↑) is the probability that a random seed of the later step ends above a random seed of the "
+                   "earlier one (ties count one half); 0.5 means no difference."),
+        "luck": (luck(runs, steps, o),
+                 "A large luck gap means the best epoch was a spike, not a level the run kept."),
+        "noise": (noise(o),
+                  "A fixed model would score differently on another draw of test images: the binomial standard "
+                  "error of one test is the half-width of the orange band on every accuracy plot."),
+    }
