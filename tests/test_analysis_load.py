@@ -1,0 +1,89 @@
+"""analysis.load: reading real Parquet results folders, refusing bad ones, keeping incompatible rows apart."""
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fixtures_analysis import write_run, write_steps
+
+from analysis import ReportError
+from analysis.load import group_labels, load_results
+
+ACCS = [99.3, 99.45, 99.38]
+
+
+def steps_row(step="s001-a", order=1, **kw):
+    return {"step": step, "submission": "000", "order": order, "params": 7_000, "epochs": 3} | kw
+
+
+@pytest.fixture
+def folder(tmp_path):
+    write_steps(tmp_path, [steps_row()])
+    for seed in (0, 1):
+        write_run(tmp_path, "s001-a", seed, ACCS, correct=[True, False, True])
+    return tmp_path
+
+
+def test_reads_rows_with_step_from_the_partition(folder):
+    r = load_results(folder)
+    assert len(r.epochs) == 6 and set(r.epochs["step"]) == {"s001-a"}
+    assert r.epochs.sort_values(["seed", "epoch"])["test_acc"].tolist() == pytest.approx(ACCS * 2)
+    assert r.predictions["seed"].tolist() == [0, 1] and set(r.predictions["group"]) == {"s001-a"}
+    assert r.steps["step"].tolist() == ["s001-a"]
+
+
+def test_missing_and_empty_folders_are_refused(tmp_path):
+    with pytest.raises(ReportError, match="no such results folder"):
+        load_results(tmp_path / "nope")
+    with pytest.raises(ReportError, match="no finished runs"):
+        load_results(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_unreadable_file_is_named(folder, damage):
+    path = folder / "epochs" / "step=s001-a" / "seed=1.parquet"
+    data = path.read_bytes()
+    path.write_bytes({"garbage": b"not parquet at all", "truncated": data[: len(data) // 2], "empty": b""}[damage])
+    with pytest.raises(ReportError, match="cannot read .*seed=1.parquet") as e:
+        load_results(folder)
+    assert "\n" not in str(e.value)
+
+
+def test_temporary_and_hidden_files_are_skipped(folder):
+    for name in ("seed=7.parquet.tmp", ".seed=8.parquet", "_seed=9.parquet"):
+        (folder / "epochs" / "step=s001-a" / name).write_bytes(b"half written")
+    assert sorted(load_results(folder).epochs["seed"].unique()) == [0, 1]
+
+
+def test_missing_column_and_duplicate_rows_are_refused(folder):
+    path = folder / "epochs" / "step=s001-a" / "seed=1.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.drop_columns("test_acc"), path)
+    with pytest.raises(ReportError, match="missing column.*test_acc"):
+        load_results(folder)
+    pq.write_table(pa.concat_tables([table, table]), path)
+    with pytest.raises(ReportError, match="duplicate rows for step s001-a, seed 1, epoch 1"):
+        load_results(folder)
+
+
+def test_quick_and_full_rows_are_kept_apart(folder):
+    write_run(folder, "s001-a", 2, [98.0, 98.5], quick=True, recipe_hash="fedcba987654")
+    groups = load_results(folder).epochs.groupby("group")["seed"].unique()
+    assert {g: sorted(s) for g, s in groups.items()} == {"s001-a": [0, 1], "s001-a [quick]": [2]}
+
+
+def test_labels_extend_the_step_name_only_as_far_as_needed():
+    keys = pd.DataFrame({"step": ["a", "a", "a", "b"], "recipe_hash": ["1111111aaa", "2222222bbb", "3333333ccc", "x"],
+                         "quick": [False, False, True, True]})
+    assert group_labels(keys).tolist() == ["a @1111111", "a @2222222", "a [quick]", "b [quick]"]
+    assert group_labels(keys[keys["quick"]]).tolist() == ["a", "b"]  # all quick: the report says so once
+
+
+def test_missing_predictions_and_unlisted_steps(tmp_path):
+    write_steps(tmp_path, [steps_row()])
+    write_run(tmp_path, "s001-a", 0, ACCS)  # no predictions yet
+    write_run(tmp_path, "s002-b", 0, ACCS, submission="001", params=6_000)  # steps.parquet does not list it yet
+    r = load_results(tmp_path)
+    assert r.predictions.empty and "group" in r.predictions
+    bare = r.steps.set_index("step").loc["s002-b"]
+    assert (bare["submission"], bare["params"], bare["epochs"]) == ("001", 6_000, 3) and pd.isna(bare["order"])
