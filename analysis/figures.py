@@ -134,7 +134,8 @@ def rates(steps: pd.DataFrame, options: Options = Options()) -> Figure:
     y = np.arange(len(steps))
     for name, offset, color in (("hit", -0.17, "#92c5de"), ("consistent", 0.17, "#2166ac")):
         rate = steps[f"{name}_rate"]
-        ax.errorbar(rate, y + offset, xerr=[rate - steps[f"{name}_lo"], steps[f"{name}_hi"] - rate], fmt="o",
+        err = np.clip([rate - steps[f"{name}_lo"], steps[f"{name}_hi"] - rate], 0, None)  # float noise below 0
+        ax.errorbar(rate, y + offset, xerr=err, fmt="o",
                     color=color, capsize=3, label=f"{name} rate, {options.confidence:.0%} Wilson interval")
     ax.axvline(0.5, color="0.2", lw=1, ls=":")
     for i, row in enumerate(steps.itertuples()):

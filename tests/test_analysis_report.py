@@ -1,0 +1,180 @@
+"""The report end to end: `sweep report` on real Parquet folders, its HTML in headless Chromium, its CSV tables."""
+
+import base64
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+import typer
+from fixtures_analysis import write_demo, write_run, write_steps
+from matplotlib.figure import Figure
+from typer.testing import CliRunner
+
+from analysis import cli, figures
+from analysis.load import load_results
+from analysis.report import render_html, verdict_text
+from analysis.stats import Options, summarize
+
+app = typer.Typer()
+app.command("report")(cli.report)
+app.command("other")(lambda: None)  # two commands, as in the real app: `report` stays a subcommand
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome"))), None)
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, ["report", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A 5-step demo sweep and the result of `sweep report` on it (rendered once for the module)."""
+    out = tmp_path_factory.mktemp("results")
+    write_demo(out, n_steps=5, seeds=6)
+    return out, invoke("--out", out)
+
+
+class Refs(HTMLParser):
+    """Every tag with its attributes."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.tags = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_cli_prints_the_verdict_table_and_writes_report(demo):
+    out, result = demo
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["step", "params", "epochs", "seeds"]
+    assert [line.split()[0] for line in lines[1:6]] == [f"s00{i}-model{o}" for i, o in
+                                                          zip(range(1, 6), (1, 2, 3, 1, 2))]
+    assert f"report: {out / 'report.html'}" in result.stdout
+
+
+def test_html_is_self_contained(demo):
+    out, _ = demo
+    text = (out / "report.html").read_text()
+    tags = Refs(text).tags
+    images = [a for t, a in tags if t == "img"]
+    assert len(images) == 6
+    for attrs in images:
+        assert attrs["src"].startswith("data:image/png;base64,")
+        assert base64.b64decode(attrs["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    fetching = [(t, a) for t, a in tags for k in ("src", "href", "action") if re.match(r"\s*(https?:)?//", a.get(k) or "")]
+    assert fetching == [] and not any(t == "link" or (t == "script" and "src" in a) for t, a in tags)
+    assert "@import" not in text and "url(" not in text
+
+
+def test_html_holds_the_tables_summary_and_definitions(demo):
+    out, _ = demo
+    text = (out / "report.html").read_text()
+    table = re.search(r'<table id="verdict-table">(.*?)</table>', text, re.S).group(1)
+    assert table.count("<tr>") == 1 + 5 and 'class="verdict LUCKY"' in table
+    for heading in ("Submission 000", "Submission 001", "Definitions and options", "Progression"):
+        assert heading in text
+    assert "99.40 % test accuracy" in text and "in each of the last 3 epochs" in text
+    assert "6 seeds per step" in text  # partial results say how many seeds there are
+    assert "have no predictions file yet" in text  # the demo's last seeds have none
+
+
+def test_csv_numbers_recompute_from_the_epoch_rows(demo):
+    out, _ = demo
+    check_runs_summary(out, pd.read_csv(out / "runs_summary.csv"))
+    steps = pd.read_csv(out / "steps_summary.csv")
+    assert steps["n_seeds"].tolist() == [6] * 5
+    assert pd.read_csv(out / "progression.csv")[["before", "after"]].values.tolist() == [
+        ["s001-model1", "s002-model2"], ["s002-model2", "s003-model3"], ["s004-model1", "s005-model2"]]
+
+
+def check_runs_summary(out, runs: pd.DataFrame, target=99.40, last_k=3):
+    """Recompute best, final, worst of last K, hit and consistent from the Parquet rows, without analysis.load."""
+    epochs = ds.dataset(out / "epochs", format="parquet", partitioning="hive").to_table().to_pandas()
+    recipe = ds.dataset(out / "steps.parquet").to_table(columns=["step", "epochs"]).to_pandas()
+    epochs = epochs.merge(recipe.rename(columns={"epochs": "recipe_epochs"}), on="step")
+    assert len(runs) == epochs.groupby(["step", "seed"]).ngroups > 0
+    for run in runs.itertuples():
+        rows = epochs[(epochs["step"] == run.step) & (epochs["seed"] == run.seed)].sort_values("epoch")
+        budget = min(rows["recipe_epochs"].iloc[0], rows["epochs"].iloc[0])
+        acc = rows.loc[rows["epoch"] <= budget, "test_acc"].to_numpy()
+        assert (run.budget, run.best_acc, run.final_acc) == (budget, acc.max(), acc[-1])
+        assert run.lastk_min == acc[-last_k:].min()
+        assert (run.hit, run.consistent) == (acc.max() >= target, acc[-last_k:].min() >= target)
+
+
+def test_headless_chromium_loads_every_figure(demo, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium)")
+    out, _ = demo
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync", "--no-first-run",
+                          f"--user-data-dir={tmp_path}", "--virtual-time-budget=10000", "--dump-dom",
+                          (out / "report.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-figures-loaded="6/6"' in dom  # set by the report's script once the page has loaded
+    assert dom.count('data-loaded="yes"') == 6 and 'data-loaded="no"' not in dom
+    assert re.search(r'<table id="verdict-table">.*s005-model2.*</table>', dom, re.S)
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
+    result = invoke("--out", tmp_path)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    write_run(tmp_path, "s1", 0, [99.0, 99.5])
+    (tmp_path / "epochs" / "step=s1" / "seed=1.parquet").write_bytes(b"PAR1 half a file")
+    result = invoke("--out", tmp_path)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert re.match(r"error: cannot read .*step=s1/seed=1\.parquet: ", result.stderr)
+
+
+def test_quick_and_full_rows_are_reported_apart(tmp_path):
+    write_steps(tmp_path, [{"step": "s1", "submission": "000", "order": 1, "params": 7_000, "epochs": 3}])
+    for seed in (0, 1):
+        write_run(tmp_path, "s1", seed, [99.2, 99.45, 99.5])
+        write_run(tmp_path, "s1", seed + 2, [97.0, 97.5], quick=True, recipe_hash="ffffffffffff")
+    results = load_results(tmp_path)
+    summary = summarize(results, Options(n_bootstrap=200))
+    text = verdict_text(summary)
+    assert re.search(r"^s1 +7,000 ok +3 ok +2 +2/2 ", text, re.M)
+    assert re.search(r"^s1 \[quick\] +7,000 ok +2 ok +2 +0/2 .* NEVER$", text, re.M)
+    assert "quick rows appear as separate steps marked [quick]" in render_html(results, summary, {})
+
+
+def has_target_line(ax, target):
+    return any(set(np.ravel(line.get_xdata())) == {target} or set(np.ravel(line.get_ydata())) == {target}
+               for line in ax.lines)
+
+
+def test_figures_return_figures_with_the_target_line(tmp_path):
+    write_demo(tmp_path, n_steps=2, seeds=3)
+    results, options = load_results(tmp_path), Options(target=99.45, n_bootstrap=200)
+    made = figures.all_figures(summarize(results, options), results.epochs)
+    assert list(made) == ["distributions", "trajectories", "rates", "ladder", "luck", "noise"]
+    assert len(made["trajectories"][0].axes) == 2  # a facet per step
+    assert sum(ax.get_visible() for ax in made["ladder"][0].axes) == 2  # a panel per submission
+    for name, (fig, caption) in made.items():
+        assert isinstance(fig, Figure) and caption
+        accuracy_axes = [ax for ax in fig.axes if ax.get_visible() and name not in ("rates", "luck")]
+        assert all(has_target_line(ax, 99.45) for ax in accuracy_axes)
+        fig.clf()
+
+
+def test_report_on_real_sweep(sweep_results, tmp_path):
+    """`sweep report` on the rows of a tiny real sweep (2 steps x 2 seeds x 2 epochs, quick)."""
+    html = tmp_path / "report.html"
+    result = invoke("--out", sweep_results, "--html", html)
+    assert result.exit_code == 0, result.output
+    text = html.read_text()
+    assert '<table id="verdict-table">' in text and text.count("data:image/png;base64,") == 6
+    assert "All runs here are --quick runs" in text
+    runs = pd.read_csv(tmp_path / "runs_summary.csv")
+    assert len(runs) == 4
+    check_runs_summary(sweep_results, runs)
+    assert pd.read_csv(tmp_path / "steps_summary.csv")["n_seeds"].tolist() == [2, 2]
