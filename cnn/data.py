@@ -111,8 +111,9 @@ def rotate(x: torch.Tensor, degrees: torch.Tensor, fill: float) -> torch.Tensor:
     # Output pixel (u, v) samples input at R(-angle)(u, v); y points down in image coordinates. (B, 2, 3)
     affine = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(affine.to(x.dtype), list(x.shape), align_corners=False)
-    # grid_sample pads with zeros: sample (x - fill) and add fill back, so the padding becomes fill.
-    return F.grid_sample(x - fill, grid, mode="nearest", padding_mode="zeros", align_corners=False) + fill
+    # Sample the images and a ones-mask together; where the mask came from the zero padding, use fill.
+    both = F.grid_sample(torch.cat([x, torch.ones_like(x[:, :1])], 1), grid, mode="nearest", align_corners=False)
+    return torch.where(both[:, -1:] > 0.5, both[:, :-1], fill)
 
 
 def to_input(images: torch.Tensor, mean: float, std: float, angles: torch.Tensor | None = None, fill: int = 0):

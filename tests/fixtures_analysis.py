@@ -76,8 +76,8 @@ def write_steps(out: Path, steps: list[dict]) -> None:
     _write(pa.Table.from_pylist(rows, schema=STEP_SCHEMA), out / "steps.parquet")
 
 
-def write_demo(out: Path, n_steps: int = 5, seeds: int = 8, random_state: int = 0) -> None:
-    """A sweep over `n_steps` steps in two submissions, each step a bit better than the one before it.
+def write_demo(out: Path, sizes=(3, 2), seeds: int = 8, random_state: int = 0) -> None:
+    """A sweep over submissions "000", "001", … of `sizes` steps each, every step a bit better than the one before.
 
     Trajectories rise towards a per-step level and scatter binomially on 10,000 test images; predictions exist for
     every run but the last seed of each step (as if it were still being written).
@@ -85,13 +85,13 @@ def write_demo(out: Path, n_steps: int = 5, seeds: int = 8, random_state: int = 
     rng = np.random.default_rng(random_state)
     hard = rng.permutation(10_000)[:600]  # the images any run may get wrong, shared by all runs
     steps = []
-    for i in range(n_steps):
-        submission, order = ("000", i + 1) if i < (n_steps + 1) // 2 else ("001", i + 1 - (n_steps + 1) // 2)
-        step, epochs = f"s{i + 1:03d}-model{order}", 15 if i % 3 else 20
+    orders = [(f"{sub:03d}", order) for sub, size in enumerate(sizes) for order in range(1, size + 1)]
+    for i, (submission, order) in enumerate(orders):
+        step, epochs, params = f"s{i + 1:03d}-model{order}", 15 if i % 3 else 20, 5_500 + 800 * order
         level = 99.22 + 0.25 * order / 3 + 0.05 * (submission == "001")
         log = list(np.round(level + 0.1 - 1.5 * np.exp(-np.arange(epochs) / 2.5), 2))
         steps.append({"step": step, "submission": submission, "order": order, "title": f"Step {order}: model {order}",
-                      "source": f"{submission}.md", "params": 5_500 + 800 * order, "epochs": epochs,
+                      "source": f"{submission}.md", "params": params, "epochs": epochs,
                       "claimed_best_test": max(log), "claimed_log": log, "claimed_best_epoch": int(np.argmax(log)) + 1,
                       "assumptions": ["batch_size = 64: the seed does not say"] if order == 2 else []})
         for seed in range(seeds):
@@ -99,7 +99,7 @@ def write_demo(out: Path, n_steps: int = 5, seeds: int = 8, random_state: int = 
             accs = rng.binomial(10_000, np.clip(true, 0, 100) / 100) / 100
             correct = np.ones(10_000, bool)
             correct[rng.choice(hard, 10_000 - round(accs[-1] * 100), replace=False)] = False
-            write_run(out, step, seed, accs, submission=submission, params=5_500 + 800 * order,
+            write_run(out, step, seed, accs, submission=submission, params=params,
                       correct=None if seed == seeds - 1 else correct)
     write_steps(out, steps)
 

@@ -34,7 +34,7 @@ def invoke(*args):
 def demo(tmp_path_factory):
     """A 5-step demo sweep and the result of `sweep report` on it (rendered once for the module)."""
     out = tmp_path_factory.mktemp("results")
-    write_demo(out, n_steps=5, seeds=6)
+    write_demo(out, sizes=(3, 2), seeds=6)
     return out, invoke("--out", out)
 
 
@@ -153,7 +153,7 @@ def has_target_line(ax, target):
 
 
 def test_figures_return_figures_with_the_target_line(tmp_path):
-    write_demo(tmp_path, n_steps=2, seeds=3)
+    write_demo(tmp_path, sizes=(1, 1), seeds=3)
     results, options = load_results(tmp_path), Options(target=99.45, n_bootstrap=200)
     made = figures.all_figures(summarize(results, options), results.epochs)
     assert list(made) == ["distributions", "trajectories", "rates", "ladder", "luck", "noise"]
