@@ -27,7 +27,7 @@ from analysis.stats import Options, Summary, binomial_se, prob_at_least  # noqa:
 VERDICT_COLORS = {"CONSISTENT": "#1a9850", "LUCKY": "#f46d43", "UNDECIDED": "#74add1", "NEVER": "#969696"}
 METRICS = {"best_acc": "best epoch", "final_acc": "final epoch", "lastk_min": "worst of last K"}
 CLAIM = {"color": "#b2182b", "marker": "*", "s": 120, "zorder": 5, "edgecolor": "white", "linewidth": 0.5}
-ROW_INCH = 0.32  # figure height per dodged box row
+ROW_INCH = 0.24  # inches of figure height per row of points
 
 
 def _styled(plot):
@@ -70,21 +70,21 @@ def distributions(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Op
     order = steps["group"].tolist()
     long = runs.melt(id_vars="group", value_vars=list(METRICS), var_name="metric", value_name="acc")
     long["metric"] = long["metric"].map(METRICS).str.replace("K", str(options.last_k))
-    fig, ax = plt.subplots(figsize=(9, 1.6 + ROW_INCH * 3 * len(order)))
+    fig, ax = plt.subplots(figsize=(10, 1.6 + ROW_INCH * 3 * len(order)))
     common = {"data": long, "x": "acc", "y": "group", "hue": "metric", "order": order, "ax": ax, "palette": "deep"}
     sns.boxplot(**common, fill=False, showfliers=False, whis=(0, 100), linewidth=0.9, legend=False)
     sns.stripplot(**common, dodge=True, size=3.5, alpha=0.75, jitter=0.12)
     _target(ax, options, "x")
-    width = 0.8 / 3  # seaborn dodges three hues over 0.8 of a category
-    for name, offset, marker in (("claim_best", -width, "*"), ("claim_final", 0.0, "X")):
-        claimed = steps[name].notna()
-        ax.scatter(steps.loc[claimed, name], np.flatnonzero(claimed) + offset, **(CLAIM | {"marker": marker}))
     _submission_rules(ax, steps)
-    handles = ax.get_legend_handles_labels()[0] + [
-        Line2D([], [], ls="", **_marker("*")), Line2D([], [], ls="", **_marker("X"))] + _target_handles(options)
-    labels = [*long["metric"].unique(), "seed's claimed best", "seed's logged final",
-              *(h.get_label() for h in _target_handles(options))]
-    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    width = 0.8 / 3  # seaborn dodges the three metrics over 0.8 of a category: best above, final in the middle
+    handles = ax.get_legend_handles_labels()[0]
+    for name, label, marker, offset in (("claim_best", "seed's claimed best", "*", -width),
+                                        ("claim_final", "seed's logged final", "X", 0.0)):
+        claimed = steps[name].notna()
+        if claimed.any():
+            ax.scatter(steps.loc[claimed, name], np.flatnonzero(claimed) + offset, **(CLAIM | {"marker": marker}))
+            handles.append(Line2D([], [], ls="", label=label, **_marker(marker)))
+    ax.legend(handles=handles + _target_handles(options), loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     ax.set(xlabel="test accuracy (%)", ylabel="", title="Accuracy across seeds, per step")
     fig.tight_layout()
     return fig
@@ -99,12 +99,13 @@ def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = O
     """Test accuracy per epoch, per step: the seeds' median and 10-90 % band, and the seed's own logged run."""
     e = epochs.merge(steps[["group", "budget"]], on="group")
     e = e[e["epoch"] <= e["budget"]]
-    late = e[e["epoch"] > e["budget"] / 2].groupby(["group", "epoch"])["test_acc"]
+    late = e[e["epoch"] >= e["budget"] / 2].groupby(["group", "epoch"])["test_acc"]
     logs = steps.set_index("group")["claimed_log"].dropna()
     claimed = np.concatenate([np.asarray(log, float) for log in logs] or [np.array([])])
     low = min(late.quantile(0.1).min(), options.target) - 0.1  # earlier epochs may run off the bottom
     high = max([late.quantile(0.9).max(), options.target, *claimed]) + 0.08
-    grid = sns.FacetGrid(e, col="group", col_order=steps["group"].tolist(), col_wrap=min(4, len(steps)),
+    cols = min(4, len(steps))
+    grid = sns.FacetGrid(e, col="group", col_order=steps["group"].tolist(), col_wrap=cols,
                          height=2.3, aspect=1.35, sharex=False, sharey=True, ylim=(low, high))
     grid.map_dataframe(sns.lineplot, x="epoch", y="test_acc", estimator="median", errorbar=("pi", 80),
                        color="#2166ac", lw=1.5)
@@ -115,22 +116,24 @@ def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = O
             ax.plot(np.arange(1, len(log) + 1), log, color=CLAIM["color"], lw=1.1, ls="-", marker=".", ms=3)
     verdicts = steps.set_index("group")["verdict"]
     for group, ax in grid.axes_dict.items():
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(f"{group}\n{verdicts[group]}", fontsize=9, color=VERDICT_COLORS[verdicts[group]])
     grid.set_axis_labels("epoch", "test accuracy (%)")
-    grid.figure.legend(handles=[Line2D([], [], color="#2166ac", label="median of seeds"),
-                                Patch(color="#2166ac", alpha=0.2, label="10–90 % of seeds"),
-                                Line2D([], [], color=CLAIM["color"], marker=".", label="seed's own logged run"),
-                                *_target_handles(options)],
-                       loc="lower center", ncol=5, frameon=False, bbox_to_anchor=(0.5, 0))
-    grid.figure.suptitle("Test accuracy per epoch (y axis cut below; early epochs may leave it)", y=1.0)
-    grid.figure.tight_layout(rect=(0, 0.05, 1, 0.98))
-    return grid.figure
+    handles = [Line2D([], [], color="#2166ac", label="median of seeds"),
+               Patch(color="#2166ac", alpha=0.2, label="10–90 % of seeds")]
+    if len(logs):
+        handles.append(Line2D([], [], color=CLAIM["color"], marker=".", label="seed's own logged run"))
+    grid.figure.legend(handles=handles + _target_handles(options),
+                       loc="upper center", ncol=5 if cols > 2 else 2, frameon=False, bbox_to_anchor=(0.5, 0))
+    grid.figure.tight_layout()
+    grid.figure.suptitle("Test accuracy per epoch (y axis cut below; early epochs may leave it)", y=1.0, va="bottom")
+    return grid.figure  # legend and title lie outside the axes' box: save with bbox_inches="tight"
 
 
 @_styled
 def rates(steps: pd.DataFrame, options: Options = Options()) -> Figure:
     """Hit rate and consistent rate per step, with their Wilson intervals against the verdict line at 0.5."""
-    fig, ax = plt.subplots(figsize=(9, 1.4 + ROW_INCH * 2 * len(steps)))
+    fig, ax = plt.subplots(figsize=(10, 1.4 + ROW_INCH * 2 * len(steps)))
     y = np.arange(len(steps))
     for name, offset, color in (("hit", -0.17, "#92c5de"), ("consistent", 0.17, "#2166ac")):
         rate = steps[f"{name}_rate"]
@@ -154,11 +157,10 @@ def rates(steps: pd.DataFrame, options: Options = Options()) -> Figure:
 @_styled
 def ladder(runs: pd.DataFrame, steps: pd.DataFrame, progression: pd.DataFrame, options: Options = Options()) -> Figure:
     """Per submission, its steps in order with their final accuracies, and P(improvement) over the step before."""
-    subs = steps["submission"].unique().tolist()
-    ncols = min(3, len(subs))
-    widest = steps.groupby("submission").size().max()
-    fig, axes = plt.subplots(-(-len(subs) // ncols), ncols, squeeze=False, sharey=True,
-                             figsize=(ncols * (1.2 + 1.1 * widest), 3.6 * -(-len(subs) // ncols)))
+    sizes = steps.groupby("submission", sort=False).size()  # one panel per submission, as wide as its steps
+    subs = sizes.index.tolist()
+    fig, axes = plt.subplots(1, len(subs), squeeze=False, sharey=True, width_ratios=sizes.tolist(),
+                             figsize=(min(14.0, 1.6 + 0.85 * len(steps)), 4.6))
     palette = dict(zip(steps["group"], steps["verdict"].map(VERDICT_COLORS)))
     for ax, sub in zip(axes.flat, subs):
         order = steps.loc[steps["submission"] == sub, "group"].tolist()
@@ -172,11 +174,10 @@ def ladder(runs: pd.DataFrame, steps: pd.DataFrame, progression: pd.DataFrame, o
         for k, pair in enumerate(pairs.itertuples()):
             x = (order.index(pair.before) + order.index(pair.after)) / 2
             ax.annotate(f"P(↑) = {pair.p_improve:.2f}", (x, 1.0 - 0.07 * (k % 2)), xycoords=("data", "axes fraction"),
-                        ha="center", va="top", fontsize=8, bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"})
+                        ha="center", va="top", fontsize=7.5, bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"})
         ax.set(title=f"submission {sub}", xlabel="", ylabel="final test accuracy (%)")
-        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-    for ax in axes.flat[len(subs):]:
-        ax.set_visible(False)
+        ax.tick_params(axis="x", labelrotation=35, labelsize=8)
+        plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     low, high = axes.flat[0].get_ylim()  # shared by all panels
     axes.flat[0].set_ylim(low, high + 0.2 * (high - low))  # headroom for the P(↑) labels
     fig.legend(handles=[Patch(color=c, alpha=0.5, label=v) for v, c in VERDICT_COLORS.items()]
@@ -190,7 +191,7 @@ def ladder(runs: pd.DataFrame, steps: pd.DataFrame, progression: pd.DataFrame, o
 def luck(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) -> Figure:
     """Per step, the luck gap (best - mean of last K) and the first epoch at the target, one point per seed."""
     order = steps["group"].tolist()
-    fig, (gap, first) = plt.subplots(1, 2, sharey=True, figsize=(10, 1.4 + ROW_INCH * 1.5 * len(order)))
+    fig, (gap, first) = plt.subplots(1, 2, sharey=True, figsize=(10, 1.4 + ROW_INCH * 1.6 * len(order)))
     common = {"data": runs, "y": "group", "order": order, "color": "#4d4d4d", "size": 4, "jitter": 0.15}
     sns.boxplot(runs, x="luck_gap", y="group", order=order, ax=gap, color="#d9d9d9", showfliers=False,
                 whis=(0, 100), width=0.5)

@@ -65,7 +65,8 @@ def verdict_table(steps: pd.DataFrame, plain: bool = False) -> pd.DataFrame:
     return pd.DataFrame({
         "step": steps["group"],
         "params": [f"{p:,} {ok if good else fail}" for p, good in zip(steps["params"], steps["params_ok"])],
-        "epochs": [f"{e} {ok if good else fail}" for e, good in zip(steps["budget"], steps["epochs_ok"])],
+        "epochs": [f"{'' if b == e else f'{b} of '}{e} {ok if good else fail}"
+                   for b, e, good in zip(steps["budget"], steps["epoch_budget"], steps["epochs_ok"])],
         "seeds": steps["n_seeds"],
         "hit rate": [rate(*r) for r in zip(steps["n_hit"], steps["n_seeds"], steps["hit_lo"], steps["hit_hi"])],
         "consistent rate": [rate(*r) for r in zip(steps["n_consistent"], steps["n_seeds"], steps["consistent_lo"],
@@ -73,8 +74,8 @@ def verdict_table(steps: pd.DataFrame, plain: bool = False) -> pd.DataFrame:
         "median final": [f"{m:.2f}" for m in steps["final_median"]],
         "luck gap": [f"{g:.2f}" for g in steps["luck_gap_median"]],
         "claim, percentile": [claim(r) for r in steps.itertuples()],
-        "verdict": [v + (f" (~{m:.0f} more seeds)" if pd.notna(m) else " (many more seeds)" if v == "UNDECIDED"
-                         else "") for v, m in zip(steps["verdict"], steps["more_seeds"])],
+        "verdict": [v + (f" (~{m:.0f} more seed{'s' * (m > 1)})" if pd.notna(m) else " (many more seeds)"
+                         if v == "UNDECIDED" else "") for v, m in zip(steps["verdict"], steps["more_seeds"])],
     })
 
 
@@ -130,9 +131,10 @@ def _meta(results: Results, summary: Summary) -> str:
     runs, steps = summary.runs, summary.steps
     seeds = steps["n_seeds"]
     seed_range = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
-    latest = pd.to_datetime(results.epochs["wall_time"]).max() if "wall_time" in results.epochs else None
-    return (f"Results folder {results.out} · {len(runs)} finished runs · {len(steps)} steps · {seed_range} seeds per "
-            f"step" + (f" · newest row {latest:%Y-%m-%d %H:%M} UTC" if latest is not None and pd.notna(latest) else ""))
+    latest = pd.to_datetime(results.epochs.get("wall_time", pd.Series(dtype="datetime64[us, UTC]"))).max()
+    newest = f" · newest row {latest:%Y-%m-%d %H:%M} UTC" if pd.notna(latest) else ""
+    return (f"Results folder {results.out} · {len(runs)} finished runs · {len(steps)} steps · "
+            f"{seed_range} seeds per step{newest}")
 
 
 def _banners(results: Results, summary: Summary) -> list[str]:
@@ -166,15 +168,15 @@ def _submission_html(sub: str, steps: pd.DataFrame, progression: pd.DataFrame, o
                 f"through the last {o.last_k} epochs; median final accuracy {s.final_median:.2f} % "
                 f"({o.confidence:.0%} CI {_range(s.final_median_lo, s.final_median_hi)}).")
         if s.verdict == "UNDECIDED":
-            text += (f" About {s.more_seeds:.0f} more seeds would likely decide it." if pd.notna(s.more_seeds)
+            text += (f" About {s.more_seeds:.0f} more seed(s) would likely decide it." if pd.notna(s.more_seeds)
                      else " Its consistent rate is close to 0.5: it takes many more seeds to decide.")
         for p in progression[progression["after"] == s.group].itertuples():
             text += (f" Against {p.before}: P(better) = {p.p_improve:.2f}, median change {p.median_diff:+.2f} pp "
                      f"(CI {_range(p.median_diff_lo, p.median_diff_hi, '+.2f')}): {_change(p)}.")
         if pd.notna(s.claim_best_pct):
-            text += (f" The seed's claim of {s.claim_best:.2f} % sits at percentile {s.claim_best_pct:.0f} of "
-                     "our seeds' best epochs" + (" — above every seed we ran: a very lucky run, or our reconstruction of "
-                                          "the recipe differs" if s.claim_above_max else "") + ".")
+            text += (f" The seed's claim of {s.claim_best:.2f} % sits at percentile {s.claim_best_pct:.0f} of our "
+                     "seeds' best epochs" + (" — above every seed we ran: a very lucky run, or our reconstruction "
+                                             "of the recipe differs" if s.claim_above_max else "") + ".")
         items.append(f"<li>{html.escape(text)}</li>")
     return f"<h3>Submission {html.escape(str(sub))}</h3><ul>{''.join(items)}</ul>"
 
@@ -212,7 +214,7 @@ def _claims_table(steps: pd.DataFrame) -> pd.DataFrame:
     def pct(value, p):
         return f"{value:.2f} % (p{p:.0f})" if pd.notna(p) else DASH
 
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "step": steps["group"],
         "claimed best → percentile of our best epochs": [pct(v, p) for v, p in zip(steps["claim_best"],
                                                                                    steps["claim_best_pct"])],
@@ -222,6 +224,7 @@ def _claims_table(steps: pd.DataFrame) -> pd.DataFrame:
         "note": steps["claim_note"].fillna(""),
         "assumptions": [_join(a) for a in steps["assumptions"]],
     })
+    return table.loc[:, (table != "").any()]  # no empty columns
 
 
 def _definitions(o: Options) -> str:
@@ -229,8 +232,8 @@ def _definitions(o: Options) -> str:
     terms = {
         "Target": f"{o.target:.2f} % test accuracy.",
         "Epoch budget": "the step's recipe epochs" + (f", here set to {o.epoch_budget}" if o.epoch_budget else "")
-                        + ", or fewer when the run itself trained fewer (--quick, --epochs). Only epochs 1 … budget "
-                          "count.",
+                        + ". Statistics count epochs 1 … budget, or fewer where the runs trained fewer (--quick, "
+                          "--epochs); the epochs column then reads 'counted of budget'.",
         "Hit run": "test accuracy at or above the target at some epoch within the budget.",
         "Consistent run": f"test accuracy at or above the target in each of the last {o.last_k} epochs.",
         "Lucky run": "a hit run that is not consistent.",
@@ -239,7 +242,7 @@ def _definitions(o: Options) -> str:
                    "lower bound is ≥ 0.5; LUCKY when some seed hits and its upper bound is < 0.5; NEVER when no "
                    "seed hits; UNDECIDED otherwise, with a rough count of the extra seeds after which the interval "
                    "would leave 0.5 if the rate stayed as it is.",
-        "Budgets": f"parameters < {o.max_params:,}; epoch budget ≤ {o.max_epochs}.",
+        "Budgets": f"parameters < {o.max_params:,}; the step's epoch budget ≤ {o.max_epochs}.",
         "Test-set noise": f"one test of a fixed model on {o.n_test:,} images has a binomial standard error of "
                           f"{se:.3f} percentage points at {o.target:.2f} %: a model truly at {o.target - 0.05:.2f} % "
                           f"still scores ≥ {o.target:.2f} % with probability {p:.2f}.",
@@ -297,7 +300,7 @@ table { border-collapse: collapse; font-size: .85rem; margin: .6rem 0; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: .3rem .55rem; text-align: left; vertical-align: top; }
 td:first-child { white-space: nowrap; } .fail { color: #c0392b; font-weight: 600; } .pass { color: #1a9850; }
 th { background: #f4f4f4; } tbody tr:hover { background: #fafafa; }
-#verdict-table td:not(:first-child) { white-space: nowrap; }
+#verdict-table td, #progression-table td { white-space: nowrap; }
 .verdict { font-weight: 600; padding: .1rem .4rem; border-radius: 3px; color: white; }
 .CONSISTENT { background: #1a9850; } .LUCKY { background: #f46d43; } .UNDECIDED { background: #4f8fc0; }
 .NEVER { background: #969696; }

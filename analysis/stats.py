@@ -205,8 +205,8 @@ def group_table(results: Results, options: Options = Options()) -> pd.DataFrame:
         overridden=("overridden", "any"), params=("params", "first"), run_epochs=("epochs", "max"))
     meta = results.steps.drop(columns=["params", "recipe_hash"]).rename(columns={"epochs": "recipe_epochs"})
     groups = groups.merge(meta, on="step", how="left")
-    recipe = groups["recipe_epochs"] if options.epoch_budget is None else options.epoch_budget
-    groups["budget"] = np.minimum(recipe, groups["run_epochs"]).astype(int)
+    groups["epoch_budget"] = (groups["recipe_epochs"] if options.epoch_budget is None else options.epoch_budget)
+    groups["budget"] = np.minimum(groups["epoch_budget"], groups["run_epochs"]).astype(int)  # epochs counted
     groups["faithful"] = ~groups["quick"].astype(bool) & ~groups["overridden"]  # the seed's recipe, as claimed
     return groups.sort_values(["submission", "order", "group"], na_position="last").reset_index(drop=True)
 
@@ -231,13 +231,14 @@ def step_summary(runs: pd.DataFrame, groups: pd.DataFrame, options: Options = Op
                "luck_gap_median": r["luck_gap"].median(),
                "verdict": verdict_,
                "more_seeds": seeds_to_decide(cons, n, o.confidence) if verdict_ == "UNDECIDED" else None,
-               "params_ok": g.params < o.max_params, "epochs_ok": g.budget <= o.max_epochs,
+               "params_ok": g.params < o.max_params, "epochs_ok": g.epoch_budget <= o.max_epochs,
                "claim_best": claimed_best, "claim_best_pct": claim_percentile(r["best_acc"], claimed_best),
                "claim_final": claimed_final, "claim_final_pct": claim_percentile(r["final_acc"], claimed_final),
                "claim_above_max": bool(np.nanmax([claimed_best, claimed_final, -np.inf]) > r["best_acc"].max() + EPS)}
         for metric in ("final", "best"):
             x = r[f"{metric}_acc"]
-            row |= {f"{metric}_median": x.median(), f"{metric}_q25": x.quantile(0.25), f"{metric}_q75": x.quantile(0.75)}
+            row |= {f"{metric}_median": x.median(), f"{metric}_q25": x.quantile(0.25),
+                    f"{metric}_q75": x.quantile(0.75)}
             row[f"{metric}_median_lo"], row[f"{metric}_median_hi"] = median_ci(x, o.confidence, o.n_bootstrap,
                                                                                o.random_state)
         rows.append(row)
