@@ -16,13 +16,13 @@ from analysis import ReportError
 
 def report(
     out: Annotated[Path, typer.Option("--out", help="Results folder written by `sweep run`.")] = Path("results"),
-    html: Annotated[Optional[Path], typer.Option(help="Where to write the HTML report [default: OUT/report.html]; "
-                                                      "the CSV tables go next to it.")] = None,
+    html: Annotated[Optional[Path], typer.Option(help="Where to write the HTML report; the CSV tables go next to it.",
+                                                 show_default="OUT/report.html")] = None,
     target: Annotated[float, typer.Option(min=0, max=100, help="Target test accuracy, percent.")] = 99.40,
     last_k: Annotated[int, typer.Option(min=1, help="A consistent run stays at or above the target in each of "
                                                     "its last K epochs.")] = 3,
-    epoch_budget: Annotated[Optional[int], typer.Option(min=1, help="Epochs that count, for every step "
-                                                                    "[default: each step's recipe epochs].")] = None,
+    epoch_budget: Annotated[Optional[int], typer.Option(min=1, help="Epochs that count, for every step.",
+                                                        show_default="each step's recipe epochs")] = None,
     max_params: Annotated[int, typer.Option(help="Parameter budget: a step passes with fewer parameters.")] = 8_000,
     max_epochs: Annotated[int, typer.Option(help="Epoch budget: a step passes with at most this many epochs.")] = 15,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Level of every interval.")] = 0.95,
@@ -39,7 +39,7 @@ def report(
                       random_state=bootstrap_seed)
     try:
         paths = write_report(load_results(out), html or out / "report.html", options)
-    except ReportError as e:
+    except (ReportError, OSError) as e:  # bad input, or the report cannot be written
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(verdict_text(paths.summary))

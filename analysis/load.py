@@ -135,8 +135,8 @@ def _steps(path: Path, epochs: pd.DataFrame) -> pd.DataFrame:
     bare = unlisted.groupby("step", as_index=False).agg(
         submission=("submission", "first"), params=("params", "first"), epochs=("epochs", "max"))
     steps = pd.concat([df for df in (steps, bare) if not df.empty], ignore_index=True)
-    steps = steps[steps["step"].isin(epochs["step"])].reindex(columns=[*steps.columns.union(STEP_OPTIONAL, sort=False)])
-    return steps.reset_index(drop=True)
+    steps = steps[steps["step"].isin(epochs["step"])].reset_index(drop=True)
+    return steps.reindex(columns=list(dict.fromkeys([*steps.columns, *STEP_OPTIONAL])))  # optional columns as NaN
 
 
 def _first_line(e: Exception) -> str:

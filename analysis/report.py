@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Results
-from analysis.stats import Options, Summary, binomial_se, prob_at_least, summarize
+from analysis.stats import Options, Summary, binomial_se, listed, prob_at_least, summarize
 
 DASH = "–"
 
@@ -60,7 +60,7 @@ def verdict_table(steps: pd.DataFrame, plain: bool = False) -> pd.DataFrame:
     def claim(row):
         if pd.isna(row.claim_best_pct):
             return dash
-        return f"{row.claim_best:.2f}: p{row.claim_best_pct:.0f}" + (" >max" if row.claim_above_max else "")
+        return f"{row.claim_best:.2f}: p{row.claim_best_pct:.0f}" + (" >max" if row.claim_best_above_max else "")
 
     return pd.DataFrame({
         "step": steps["group"],
@@ -152,8 +152,9 @@ def _banners(results: Results, summary: Summary) -> list[str]:
     if steps["n_seeds"].nunique() > 1:
         banners.append("Steps have different numbers of seeds (a sweep still running reports the seeds finished so "
                        "far); the seeds column says how many each verdict rests on.")
-    missing = len(summary.runs) - len(results.predictions)
-    if missing > 0:
+    predicted = set(zip(results.predictions["group"], results.predictions["seed"]))
+    missing = sum(run not in predicted for run in zip(summary.runs["group"], summary.runs["seed"]))
+    if missing:
         banners.append(f"{missing} finished run(s) have no predictions file yet; McNemar tests use the seeds where "
                        "both steps have one.")
     return banners
@@ -175,8 +176,12 @@ def _submission_html(sub: str, steps: pd.DataFrame, progression: pd.DataFrame, o
                      f"(CI {_range(p.median_diff_lo, p.median_diff_hi, '+.2f')}): {_change(p)}.")
         if pd.notna(s.claim_best_pct):
             text += (f" The seed's claim of {s.claim_best:.2f} % sits at percentile {s.claim_best_pct:.0f} of our "
-                     "seeds' best epochs" + (" — above every seed we ran: a very lucky run, or our reconstruction "
-                                             "of the recipe differs" if s.claim_above_max else "") + ".")
+                     "seeds' best epochs" + (", above all of them" if s.claim_best_above_max else "") + ".")
+        if s.claim_final_above_max:
+            text += f" The last epoch of the seed's logged run, {s.claim_final:.2f} %, is above all our final epochs."
+        if s.claim_best_above_max or s.claim_final_above_max:
+            text += (" Either the student's run was very lucky or our reconstruction of the recipe differs; this "
+                     f"step assumes {_join(s.assumptions) or 'nothing the seed does not state'}.")
         items.append(f"<li>{html.escape(text)}</li>")
     return f"<h3>Submission {html.escape(str(sub))}</h3><ul>{''.join(items)}</ul>"
 
@@ -220,7 +225,8 @@ def _claims_table(steps: pd.DataFrame) -> pd.DataFrame:
                                                                                    steps["claim_best_pct"])],
         "seed's logged final → percentile of our finals": [pct(v, p) for v, p in zip(steps["claim_final"],
                                                                                      steps["claim_final_pct"])],
-        "above our max": np.where(steps["claim_above_max"], "yes", ""),
+        "above our max": [", ".join(name for name, above in (("best", b), ("final", f)) if above)
+                          for b, f in zip(steps["claim_best_above_max"], steps["claim_final_above_max"])],
         "note": steps["claim_note"].fillna(""),
         "assumptions": [_join(a) for a in steps["assumptions"]],
     })
@@ -268,17 +274,12 @@ def _table(frame: pd.DataFrame, table_id: str, html_cols: set[str] = frozenset()
 
 def _flat(steps: pd.DataFrame) -> pd.DataFrame:
     """The steps table with its list columns as text, for CSV."""
-    return steps.assign(claimed_log=[json.dumps(list(np.asarray(x, float))) if _has(x) else "" for x in
-                                     steps["claimed_log"]],
+    return steps.assign(claimed_log=[json.dumps([float(x) for x in listed(log)]) for log in steps["claimed_log"]],
                         assumptions=[_join(a) for a in steps["assumptions"]])
 
 
-def _has(x) -> bool:
-    return x is not None and not (np.ndim(x) == 0 and pd.isna(x))
-
-
-def _join(items) -> str:
-    return "; ".join(map(str, items)) if _has(items) else ""
+def _join(cell) -> str:
+    return "; ".join(map(str, listed(cell)))
 
 
 def _png(fig) -> str:

@@ -179,3 +179,16 @@ def test_report_on_real_sweep(sweep_results, tmp_path):
     assert len(runs) == 4
     check_runs_summary(sweep_results, runs)
     assert pd.read_csv(tmp_path / "steps_summary.csv")["n_seeds"].tolist() == [2, 2]
+
+
+def test_claim_above_our_max_names_the_assumptions(tmp_path):
+    write_steps(tmp_path, [{"step": "s1", "submission": "000", "order": 1, "params": 7_000, "epochs": 3,
+                            "claimed_best_test": 99.70, "assumptions": ["lr = 0.01: the seed does not say"]}])
+    for seed in (0, 1):
+        write_run(tmp_path, "s1", seed, [99.2, 99.45, 99.5 - seed / 10])
+    results = load_results(tmp_path)
+    summary = summarize(results, Options(n_bootstrap=200))
+    assert "99.70: p100 >max" in verdict_text(summary)
+    text = render_html(results, summary, {})
+    assert "claim of 99.70 % sits at percentile 100 of our seeds&#x27; best epochs, above all of them." in text
+    assert "this step assumes lr = 0.01: the seed does not say." in text

@@ -161,8 +161,9 @@ def test_step_summary_on_files(two_steps):
     assert s.loc["s1", "verdict"] == "UNDECIDED" and s.loc["s2", "verdict"] == "UNDECIDED"
     assert s["params_ok"].tolist() == [False, True] and s["epochs_ok"].all()
     # s1's claim 99.70 is above every best epoch (99.45, 99.41, 99.2); its log ends at 99.45: above every final
-    assert s.loc["s1", "claim_best_pct"] == 100 and s.loc["s1", "claim_above_max"]
-    assert s.loc["s1", "claim_final_pct"] == 100 and pd.isna(s.loc["s2", "claim_best_pct"])
+    assert s.loc["s1", "claim_best_pct"] == 100 and s.loc["s1", "claim_best_above_max"]
+    assert s.loc["s1", "claim_final_pct"] == 100 and s.loc["s1", "claim_final_above_max"]
+    assert pd.isna(s.loc["s2", "claim_best_pct"]) and not s.loc["s2", "claim_best_above_max"]
 
 
 def test_progression_on_files(two_steps):
