@@ -27,6 +27,7 @@ from analysis.stats import Options, Summary, binomial_se, prob_at_least  # noqa:
 VERDICT_COLORS = {"CONSISTENT": "#1a9850", "LUCKY": "#f46d43", "UNDECIDED": "#74add1", "NEVER": "#969696"}
 METRICS = {"best_acc": "best epoch", "final_acc": "final epoch", "lastk_min": "worst of last K"}
 CLAIM = {"color": "#b2182b", "marker": "*", "s": 120, "zorder": 5, "edgecolor": "white", "linewidth": 0.5}
+TARGET_COLOR, BAND_COLOR = "#e66101", "#fdb863"
 ROW_INCH = 0.24  # inches of figure height per row of points
 
 
@@ -45,14 +46,14 @@ def _target(ax, options: Options, axis: str = "y") -> None:
     """The target line and its +-1 SE noise band."""
     se = float(binomial_se(options.target, options.n_test))
     span, line = (ax.axhspan, ax.axhline) if axis == "y" else (ax.axvspan, ax.axvline)
-    span(options.target - se, options.target + se, color="#fdb863", alpha=0.25, lw=0, zorder=0)
-    line(options.target, color="#e66101", lw=1.2, ls="--", zorder=1)
+    span(options.target - se, options.target + se, color=BAND_COLOR, alpha=0.25, lw=0, zorder=0)
+    line(options.target, color=TARGET_COLOR, lw=1.2, ls="--", zorder=1)
 
 
 def _target_handles(options: Options) -> list:
     se = float(binomial_se(options.target, options.n_test))
-    return [Line2D([], [], color="#e66101", ls="--", label=f"target {options.target:.2f} %"),
-            Patch(color="#fdb863", alpha=0.4, label=f"±1 SE of one test ({se:.3f} pp)")]
+    return [Line2D([], [], color=TARGET_COLOR, ls="--", label=f"target {options.target:.2f} %"),
+            Patch(color=BAND_COLOR, alpha=0.4, label=f"±1 SE of one test ({se:.3f} pp)")]
 
 
 def _submission_rules(ax, steps: pd.DataFrame) -> None:
@@ -197,7 +198,7 @@ def luck(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) 
                 whis=(0, 100), width=0.5)
     sns.stripplot(**common, x="luck_gap", ax=gap)
     sns.stripplot(**common, x="first_epoch_at_target", ax=first)
-    first.scatter(steps["budget"], np.arange(len(order)), marker="|", s=300, color="#e66101")
+    first.scatter(steps["budget"], np.arange(len(order)), marker="|", s=300, color=TARGET_COLOR)
     for i, row in enumerate(steps.itertuples()):
         first.annotate(f"never: {row.n_seeds - row.n_hit}/{row.n_seeds}", (1.02, i),
                        xycoords=("axes fraction", "data"), va="center", fontsize=8)

@@ -74,9 +74,16 @@ def verdict_table(steps: pd.DataFrame, plain: bool = False) -> pd.DataFrame:
         "median final": [f"{m:.2f}" for m in steps["final_median"]],
         "luck gap": [f"{g:.2f}" for g in steps["luck_gap_median"]],
         "claim, percentile": [claim(r) for r in steps.itertuples()],
-        "verdict": [v + (f" (~{m:.0f} more seed{'s' * (m > 1)})" if pd.notna(m) else " (many more seeds)"
-                         if v == "UNDECIDED" else "") for v, m in zip(steps["verdict"], steps["more_seeds"])],
+        "verdict": [_verdict_label(v, m) for v, m in zip(steps["verdict"], steps["more_seeds"])],
     })
+
+
+def _verdict_label(verdict: str, more_seeds: float) -> str:
+    if verdict != "UNDECIDED":
+        return verdict
+    if pd.isna(more_seeds):
+        return f"{verdict} (many more seeds)"
+    return f"{verdict} (~{more_seeds:.0f} more seed{'s' * (more_seeds > 1)})"
 
 
 def verdict_text(summary: Summary) -> str:
@@ -115,7 +122,8 @@ def render_html(results: Results, summary: Summary, figures: dict[str, tuple[str
         *(f'<figure id="fig-{name}"><img src="data:image/png;base64,{png}" alt="{html.escape(name)}">'
           f"<figcaption>{html.escape(caption)}</figcaption></figure>" for name, (png, caption) in figures.items()),
         "<h2>Progression within each submission</h2>",
-        _table(_progression_table(summary.progression), "progression-table"),
+        _table(_progression_table(summary.progression), "progression-table") if len(summary.progression)
+        else "<p>No submission has two steps with rows here yet.</p>",
         "<h2>Claims and assumptions</h2>",
         _table(_claims_table(steps), "claims-table"),
         "<h2>Definitions and options</h2>",
