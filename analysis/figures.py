@@ -67,7 +67,7 @@ def _submission_rules(ax, steps: pd.DataFrame) -> None:
 
 @_styled
 def distributions(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) -> Figure:
-    """Per step, the seeds' best, final and worst-of-last-K accuracy: points over boxes, with the seed's claims."""
+    """Per step, the seeds' best, final and worst-of-last-K accuracy: points over boxes, with the seed file's claims."""
     order = steps["group"].tolist()
     long = runs.melt(id_vars="group", value_vars=list(METRICS), var_name="metric", value_name="acc")
     long["metric"] = long["metric"].map(METRICS).str.replace("K", str(options.last_k))
@@ -79,8 +79,8 @@ def distributions(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Op
     _submission_rules(ax, steps)
     width = 0.8 / 3  # seaborn dodges the three metrics over 0.8 of a category: best above, final in the middle
     handles = ax.get_legend_handles_labels()[0]
-    for name, label, marker, offset in (("claim_best", "seed's claimed best", "*", -width),
-                                        ("claim_final", "seed's logged final", "X", 0.0)):
+    for name, label, marker, offset in (("claim_best", "seed file's claimed best", "*", -width),
+                                        ("claim_final", "seed file's logged final", "X", 0.0)):
         claimed = steps[name].notna()
         if claimed.any():
             ax.scatter(steps.loc[claimed, name], np.flatnonzero(claimed) + offset, **(CLAIM | {"marker": marker}))
@@ -97,7 +97,7 @@ def _marker(marker: str) -> dict:
 
 @_styled
 def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) -> Figure:
-    """Test accuracy per epoch, per step: the seeds' median and 10-90 % band, and the seed's own logged run."""
+    """Test accuracy per epoch, per step: the seeds' median and 10-90 % band, and the seed file's own logged run."""
     e = epochs.merge(steps[["group", "budget"]], on="group")
     e = e[e["epoch"] <= e["budget"]]
     late = e[e["epoch"] >= e["budget"] / 2].groupby(["group", "epoch"])["test_acc"]
@@ -123,7 +123,7 @@ def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = O
     handles = [Line2D([], [], color="#2166ac", label="median of seeds"),
                Patch(color="#2166ac", alpha=0.2, label="10–90 % of seeds")]
     if len(logs):
-        handles.append(Line2D([], [], color=CLAIM["color"], marker=".", label="seed's own logged run"))
+        handles.append(Line2D([], [], color=CLAIM["color"], marker=".", label="seed file's own logged run"))
     grid.figure.legend(handles=handles + _target_handles(options),
                        loc="upper center", ncol=5 if cols > 2 else 2, frameon=False, bbox_to_anchor=(0.5, 0))
     grid.figure.tight_layout()
@@ -237,8 +237,8 @@ def all_figures(summary: Summary, epochs: pd.DataFrame) -> dict[str, tuple[Figur
     return {
         "distributions": (distributions(runs, steps, o),
                           "Each point is one seed. Red stars mark the best accuracy the seed file claimed; red "
-                          "crosses the last epoch of the seed's own logged run. Claims are drawn only for full runs "
-                          "of the unchanged recipe."),
+                          "crosses the last epoch of the seed file's own logged run. Claims are drawn only for full "
+                          "runs of the unchanged recipe."),
         "trajectories": (trajectories(epochs, steps, o),
                          "Blue: median across seeds with the band holding the middle 80 % of seeds. Red: the run "
                          "the seed file logged, where it logged one."),

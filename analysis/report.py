@@ -183,10 +183,11 @@ def _submission_html(sub: str, steps: pd.DataFrame, progression: pd.DataFrame, o
             text += (f" Against {p.before}: P(better) = {p.p_improve:.2f}, median change {p.median_diff:+.2f} pp "
                      f"(CI {_range(p.median_diff_lo, p.median_diff_hi, '+.2f')}): {_change(p)}.")
         if pd.notna(s.claim_best_pct):
-            text += (f" The seed's claim of {s.claim_best:.2f} % sits at percentile {s.claim_best_pct:.0f} of our "
-                     "seeds' best epochs" + (", above all of them" if s.claim_best_above_max else "") + ".")
+            text += (f" The seed file's claim of {s.claim_best:.2f} % sits at percentile {s.claim_best_pct:.0f} of "
+                     "our seeds' best epochs" + (", above all of them" if s.claim_best_above_max else "") + ".")
         if s.claim_final_above_max:
-            text += f" The last epoch of the seed's logged run, {s.claim_final:.2f} %, is above all our final epochs."
+            text += (f" The last epoch of the seed file's logged run, {s.claim_final:.2f} %, is above all our final "
+                     "epochs.")
         if s.claim_best_above_max or s.claim_final_above_max:
             text += (" Either the student's run was very lucky or our reconstruction of the recipe differs; this "
                      f"step assumes {_join(s.assumptions) or 'nothing the seed does not state'}.")
@@ -231,7 +232,7 @@ def _claims_table(steps: pd.DataFrame) -> pd.DataFrame:
         "step": steps["group"],
         "claimed best → percentile of our best epochs": [pct(v, p) for v, p in zip(steps["claim_best"],
                                                                                    steps["claim_best_pct"])],
-        "seed's logged final → percentile of our finals": [pct(v, p) for v, p in zip(steps["claim_final"],
+        "seed file's logged final → percentile of our finals": [pct(v, p) for v, p in zip(steps["claim_final"],
                                                                                      steps["claim_final_pct"])],
         "above our max": [", ".join(name for name, above in (("best", b), ("final", f)) if above)
                           for b, f in zip(steps["claim_best_above_max"], steps["claim_final_above_max"])],
@@ -260,7 +261,7 @@ def _definitions(o: Options) -> str:
         "Test-set noise": f"one test of a fixed model on {o.n_test:,} images has a binomial standard error of "
                           f"{se:.3f} percentage points at {o.target:.2f} %: a model truly at {o.target - 0.05:.2f} % "
                           f"still scores ≥ {o.target:.2f} % with probability {p:.2f}.",
-        "Claims": "percentile of the seed's claimed best accuracy among our seeds' best epochs, and of the final "
+        "Claims": "percentile of the seed file's claimed best accuracy among our seeds' best epochs, and of the final "
                   "epoch of its logged run among our final epochs (ties count one half); only for full runs of the "
                   "unchanged recipe.",
         "Progression": f"P(after > before) over all pairs of seeds (ties one half, as in rliable); a "

@@ -207,7 +207,7 @@ def group_table(results: Results, options: Options = Options()) -> pd.DataFrame:
     groups = groups.merge(meta, on="step", how="left")
     groups["epoch_budget"] = (groups["recipe_epochs"] if options.epoch_budget is None else options.epoch_budget)
     groups["budget"] = np.minimum(groups["epoch_budget"], groups["run_epochs"]).astype(int)  # epochs counted
-    groups["faithful"] = ~groups["quick"].astype(bool) & ~groups["overridden"]  # the seed's recipe, as claimed
+    groups["faithful"] = ~groups["quick"].astype(bool) & ~groups["overridden"]  # the seed file's recipe, as claimed
     return groups.sort_values(["submission", "order", "group"], na_position="last").reset_index(drop=True)
 
 
