@@ -1,6 +1,7 @@
 """Write real results folders (docs/results-format.md) with pyarrow, for the analysis tests.
 
-`write_run` writes one finished run exactly as the sweep's driver does (same file names, columns and types);
+`write_run` writes one finished run as the sweep's driver does (sweeps/results.py: the same file names
+`step=<name>/seed-<SSSS>.parquet`, columns and types, `step` both as the partition folder and as a column);
 `write_steps` writes steps.parquet; `write_demo` writes a small realistic sweep of seeded random trajectories.
 """
 
@@ -14,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 EPOCH_SCHEMA = pa.schema([
-    ("submission", pa.string()), ("seed", pa.int64()), ("epoch", pa.int32()), ("epochs", pa.int32()),
+    ("step", pa.string()), ("submission", pa.string()), ("seed", pa.int64()),
+    ("epoch", pa.int32()), ("epochs", pa.int32()),
     ("train_loss", pa.float64()), ("train_acc", pa.float64()), ("test_loss", pa.float64()),
     ("test_acc", pa.float64()), ("test_correct", pa.int32()), ("test_total", pa.int32()), ("lr", pa.float64()),
     ("epoch_seconds", pa.float64()), ("images_per_sec", pa.float64()), ("params", pa.int64()),
@@ -24,7 +26,8 @@ EPOCH_SCHEMA = pa.schema([
     ("wall_time", pa.timestamp("us", tz="UTC")),
 ])
 PREDICTION_SCHEMA = pa.schema([
-    ("seed", pa.int64()), ("run_id", pa.string()), ("recipe_hash", pa.string()), ("quick", pa.bool_()),
+    ("step", pa.string()), ("submission", pa.string()), ("seed", pa.int64()),
+    ("run_id", pa.string()), ("recipe_hash", pa.string()), ("quick", pa.bool_()),
     ("epoch", pa.int32()), ("n", pa.int32()), ("pred", pa.binary()), ("correct", pa.binary()),
 ])
 STEP_SCHEMA = pa.schema([
@@ -46,7 +49,8 @@ def write_run(out: Path, step: str, seed: int, accs, *, submission: str = "000",
     test_correct = np.round(np.asarray(accs) * 100).astype(int)
     run_id = f"{step}/seed={seed}/{recipe_hash}"
     rows = {
-        "submission": [submission] * n_epochs, "seed": [seed] * n_epochs, "epoch": list(range(1, n_epochs + 1)),
+        "step": [step] * n_epochs, "submission": [submission] * n_epochs, "seed": [seed] * n_epochs,
+        "epoch": list(range(1, n_epochs + 1)),
         "epochs": [epochs or n_epochs] * n_epochs, "train_loss": [0.05] * n_epochs, "train_acc": [99.0] * n_epochs,
         "test_loss": [0.02] * n_epochs, "test_acc": list(test_correct / 10_000 * 100),
         "test_correct": list(test_correct), "test_total": [10_000] * n_epochs, "lr": [0.01] * n_epochs,
@@ -58,13 +62,19 @@ def write_run(out: Path, step: str, seed: int, accs, *, submission: str = "000",
         "project_version": ["0.1.0"] * n_epochs,
         "wall_time": [datetime(2025, 1, 1, tzinfo=timezone.utc)] * n_epochs,
     }
-    _write(pa.table(rows, schema=EPOCH_SCHEMA), out / "epochs" / f"step={step}" / f"seed={seed}.parquet")
+    _write(pa.table(rows, schema=EPOCH_SCHEMA), run_file(out, "epochs", step, seed))
     if correct is not None:
         correct = np.asarray(correct, dtype=bool)
-        pred = {"seed": [seed], "run_id": [run_id], "recipe_hash": [recipe_hash], "quick": [quick],
+        pred = {"step": [step], "submission": [submission], "seed": [seed], "run_id": [run_id],
+                "recipe_hash": [recipe_hash], "quick": [quick],
                 "epoch": [n_epochs], "n": [len(correct)], "pred": [bytes(len(correct))],
                 "correct": [np.packbits(correct).tobytes()]}
-        _write(pa.table(pred, schema=PREDICTION_SCHEMA), out / "predictions" / f"step={step}" / f"seed={seed}.parquet")
+        _write(pa.table(pred, schema=PREDICTION_SCHEMA), run_file(out, "predictions", step, seed))
+
+
+def run_file(out: Path, kind: str, step: str, seed: int) -> Path:
+    """Where the driver writes a run's `epochs` or `predictions` file."""
+    return out / kind / f"step={step}" / f"seed-{seed:04d}.parquet"
 
 
 def write_steps(out: Path, steps: list[dict]) -> None:

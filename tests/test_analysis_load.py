@@ -4,7 +4,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fixtures_analysis import write_run, write_steps
+from fixtures_analysis import run_file, write_run, write_steps
 
 from analysis import ReportError
 from analysis.load import group_labels, load_results
@@ -41,22 +41,22 @@ def test_missing_and_empty_folders_are_refused(tmp_path):
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
 def test_unreadable_file_is_named(folder, damage):
-    path = folder / "epochs" / "step=s001-a" / "seed=1.parquet"
+    path = run_file(folder, "epochs", "s001-a", 1)
     data = path.read_bytes()
     path.write_bytes({"garbage": b"not parquet at all", "truncated": data[: len(data) // 2], "empty": b""}[damage])
-    with pytest.raises(ReportError, match="cannot read .*seed=1.parquet") as e:
+    with pytest.raises(ReportError, match="cannot read .*step=s001-a/seed-0001.parquet") as e:
         load_results(folder)
     assert "\n" not in str(e.value)
 
 
 def test_temporary_and_hidden_files_are_skipped(folder):
-    for name in ("seed=7.parquet.tmp", ".seed=8.parquet", "_seed=9.parquet"):
+    for name in (".seed-0007.parquet.1234.tmp", "seed-0008.parquet.tmp", ".seed-0009.parquet", "_seed-0010.parquet"):
         (folder / "epochs" / "step=s001-a" / name).write_bytes(b"half written")
     assert sorted(load_results(folder).epochs["seed"].unique()) == [0, 1]
 
 
 def test_missing_column_and_duplicate_rows_are_refused(folder):
-    path = folder / "epochs" / "step=s001-a" / "seed=1.parquet"
+    path = run_file(folder, "epochs", "s001-a", 1)
     table = pq.read_table(path)
     pq.write_table(table.drop_columns("test_acc"), path)
     with pytest.raises(ReportError, match="missing column.*test_acc"):

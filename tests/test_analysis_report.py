@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import typer
-from fixtures_analysis import write_demo, write_run, write_steps
+from fixtures_analysis import run_file, write_demo, write_run, write_steps
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
@@ -129,10 +129,10 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     write_run(tmp_path, "s1", 0, [99.0, 99.5])
-    (tmp_path / "epochs" / "step=s1" / "seed=1.parquet").write_bytes(b"PAR1 half a file")
+    run_file(tmp_path, "epochs", "s1", 1).write_bytes(b"PAR1 half a file")
     result = invoke("--out", tmp_path)
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
-    assert re.match(r"error: cannot read .*step=s1/seed=1\.parquet: ", result.stderr)
+    assert re.match(r"error: cannot read .*step=s1/seed-0001\.parquet: ", result.stderr)
 
 
 def test_quick_and_full_rows_are_reported_apart(tmp_path):
