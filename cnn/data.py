@@ -23,10 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from cnn import BadInput
+
 DATA_DIR_ENV = "SWEEP_DATA_DIR"
 
 
-class DataNotFound(ValueError):
+class DataNotFound(BadInput):
     """MNIST is neither on disk nor downloadable. The message is one line meant for the user."""
 
 

@@ -22,10 +22,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from cnn import models
+from cnn import BadInput, models
 
 
-class UnknownStep(ValueError):
+class UnknownStep(BadInput):
     """A step name or pattern that matches nothing. The message is one line naming the closest matches."""
 
 
