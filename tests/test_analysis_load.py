@@ -4,10 +4,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fixtures_analysis import run_file, write_run, write_steps
 
 from analysis import ReportError
 from analysis.load import group_labels, load_results
+from tests.fixtures_analysis import run_file, write_run, write_steps
 
 ACCS = [99.3, 99.45, 99.38]
 

@@ -11,7 +11,6 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import typer
-from fixtures_analysis import run_file, write_demo, write_run, write_steps
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
@@ -19,6 +18,7 @@ from analysis import cli, figures
 from analysis.load import load_results
 from analysis.report import render_html, verdict_text
 from analysis.stats import Options, summarize
+from tests.fixtures_analysis import run_file, write_demo, write_run, write_steps
 
 app = typer.Typer()
 app.command("report")(cli.report)

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-from fixtures_analysis import write_run, write_steps
 
 from analysis.load import load_results
 from analysis.stats import (
     Options, binomial_se, claim_percentile, correctness, mcnemar_by_seed, median_ci, median_difference_ci,
     prob_at_least, probability_of_improvement, run_summary, seeds_to_decide, summarize, verdict, wilson,
 )
+from tests.fixtures_analysis import write_run, write_steps
 
 Z = scipy.stats.norm.ppf(0.975)
 
