@@ -4,7 +4,8 @@ This module is the only reader of the folder. It refuses bad input with one `Rep
 a folder with no finished run, a file Parquet cannot read (corrupt or half written), a file without the columns the
 report needs, or duplicate rows for one (step, seed, epoch). Names that start with `.` or `_`, and any name that
 does not end in `.parquet` (the atomic writer's `*.tmp`), are not results and are skipped. A run may have its
-epochs but not yet its predictions; `predictions` then simply lacks that run.
+epochs but not yet its predictions; `predictions` then simply lacks that run. Runs still in flight (a marker under
+`runs/<step>/` and no epoch rows yet) are only counted, per step, so that a report made mid-sweep can say so.
 
 Comparable groups
 -----------------
@@ -23,7 +24,9 @@ progression only compares groups with the same quick flag.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -50,6 +53,7 @@ class Results:
     predictions: pd.DataFrame  # one row per finished run whose predictions exist; may be empty
     steps: pd.DataFrame  # one row per step with rows: metadata, claims, assumptions
     out: Path
+    unfinished: dict[str, int] = field(default_factory=dict)  # step -> runs in flight, interrupted or failed
 
 
 def load_results(out: Path) -> Results:
@@ -69,7 +73,8 @@ def load_results(out: Path) -> Results:
     epochs = epochs.merge(keys, on=GROUP_KEY, how="left")
     # predictions of a run whose epochs are not in (yet) have no group: left out
     predictions = predictions.merge(keys, on=GROUP_KEY) if len(predictions) else predictions.assign(group="")
-    return Results(epochs=epochs, predictions=predictions, steps=_steps(out / "steps.parquet", epochs), out=out)
+    return Results(epochs=epochs, predictions=predictions, steps=_steps(out / "steps.parquet", epochs), out=out,
+                   unfinished=_unfinished(out / "runs", epochs))
 
 
 def group_labels(keys: pd.DataFrame) -> pd.Series:
@@ -137,6 +142,14 @@ def _steps(path: Path, epochs: pd.DataFrame) -> pd.DataFrame:
     steps = pd.concat([df for df in (steps, bare) if not df.empty], ignore_index=True)
     steps = steps[steps["step"].isin(epochs["step"])].reset_index(drop=True)
     return steps.reindex(columns=list(dict.fromkeys([*steps.columns, *STEP_OPTIONAL])))  # optional columns as NaN
+
+
+def _unfinished(folder: Path, epochs: pd.DataFrame) -> dict[str, int]:
+    """Per step, the runs with a marker `runs/<step>/seed…<S>….json` and no epoch rows yet."""
+    finished = set(zip(epochs["step"], epochs["seed"]))
+    markers = ((p.parent.name, re.search(r"\d+", p.stem)) for p in folder.glob("*/*.json")
+               if not p.name.startswith((".", "_")))
+    return dict(Counter(step for step, seed in markers if seed and (step, int(seed.group())) not in finished))
 
 
 def _first_line(e: Exception) -> str:

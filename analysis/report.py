@@ -160,6 +160,10 @@ def _banners(results: Results, summary: Summary) -> list[str]:
     if steps["n_seeds"].nunique() > 1:
         banners.append("Steps have different numbers of seeds (a sweep still running reports the seeds finished so "
                        "far); the seeds column says how many each verdict rests on.")
+    if results.unfinished:
+        counts = ", ".join(f"{step} {n}" for step, n in sorted(results.unfinished.items()))
+        banners.append(f"Not in these numbers yet: {sum(results.unfinished.values())} unfinished run(s) ({counts}): "
+                       "running, interrupted or failed; `sweep status` tells which.")
     predicted = set(zip(results.predictions["group"], results.predictions["seed"]))
     missing = sum(run not in predicted for run in zip(summary.runs["group"], summary.runs["seed"]))
     if missing:

@@ -83,7 +83,11 @@ def test_missing_predictions_and_unlisted_steps(tmp_path):
     write_steps(tmp_path, [steps_row()])
     write_run(tmp_path, "s001-a", 0, ACCS)  # no predictions yet
     write_run(tmp_path, "s002-b", 0, ACCS, submission="001", params=6_000)  # steps.parquet does not list it yet
+    for step, seed in (("s001-a", 0), ("s001-a", 3), ("s002-b", 1)):  # seed 0 of s001-a has finished: stale marker
+        (tmp_path / "runs" / step).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "runs" / step / f"seed-{seed:04d}.json").write_text('{"epoch": 1}')
     r = load_results(tmp_path)
+    assert r.unfinished == {"s001-a": 1, "s002-b": 1}
     assert r.predictions.empty and "group" in r.predictions
     bare = r.steps.set_index("step").loc["s002-b"]
     assert (bare["submission"], bare["params"], bare["epochs"]) == ("001", 6_000, 3) and pd.isna(bare["order"])

@@ -146,6 +146,10 @@ def test_quick_and_full_rows_are_reported_apart(tmp_path):
     assert re.search(r"^s1 +7,000 ok +3 ok +2 +2/2 ", text, re.M)
     assert re.search(r"^s1 \[quick\] +7,000 ok +2 of 3 ok +2 +0/2 .* NEVER$", text, re.M)
     assert "quick rows appear as separate steps marked [quick]" in render_html(results, summary, {})
+    (tmp_path / "runs" / "s1").mkdir(parents=True)
+    (tmp_path / "runs" / "s1" / "seed-0009.json").write_text("{}")
+    text = render_html(load_results(tmp_path), summary, {})
+    assert "Not in these numbers yet: 1 unfinished run(s) (s1 1)" in text
 
 
 def has_target_line(ax, target):
