@@ -97,11 +97,12 @@ def _marker(marker: str) -> dict:
 
 @_styled
 def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) -> Figure:
-    """Test accuracy per epoch, per step: the seeds' median and 10-90 % band, and the seed file's own logged run."""
+    """Test accuracy per epoch, per step: the seeds' median and 10-90 % band, and the seed file's own logged run
+    (for full runs of the unchanged recipe only)."""
     e = epochs.merge(steps[["group", "budget"]], on="group")
     e = e[e["epoch"] <= e["budget"]]
     late = e[e["epoch"] >= e["budget"] / 2].groupby(["group", "epoch"])["test_acc"]
-    logs = steps.set_index("group")["claimed_log"].dropna()
+    logs = steps[steps["faithful"]].set_index("group")["claimed_log"].dropna()  # claims only beside the recipe
     claimed = np.concatenate([np.asarray(log, float) for log in logs] or [np.array([])])
     low = min(late.quantile(0.1).min(), options.target) - 0.1  # earlier epochs may run off the bottom
     high = max([late.quantile(0.9).max(), options.target, *claimed]) + 0.08
@@ -241,7 +242,7 @@ def all_figures(summary: Summary, epochs: pd.DataFrame) -> dict[str, tuple[Figur
                           "runs of the unchanged recipe."),
         "trajectories": (trajectories(epochs, steps, o),
                          "Blue: median across seeds with the band holding the middle 80 % of seeds. Red: the run "
-                         "the seed file logged, where it logged one."),
+                         "the seed file logged, where it logged one (beside full runs of the unchanged recipe only)."),
         "rates": (rates(steps, o),
                   "A step is CONSISTENT when the consistent rate's interval lies at or above 0.5, LUCKY when it "
                   "lies below 0.5 (and some seed hits), NEVER when no seed hits, and UNDECIDED otherwise."),
