@@ -180,8 +180,9 @@ def ladder(runs: pd.DataFrame, steps: pd.DataFrame, progression: pd.DataFrame, o
         ax.set(title=f"submission {sub}", xlabel="", ylabel="final test accuracy (%)")
         ax.tick_params(axis="x", labelrotation=35, labelsize=8)
         plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
-    low, high = axes.flat[0].get_ylim()  # shared by all panels
-    axes.flat[0].set_ylim(low, high + 0.2 * (high - low))  # headroom for the P(↑) labels
+    if len(progression):
+        low, high = axes.flat[0].get_ylim()  # shared by all panels
+        axes.flat[0].set_ylim(low, high + 0.2 * (high - low))  # headroom for the P(↑) labels
     fig.legend(handles=[Patch(color=c, alpha=0.5, label=v) for v, c in VERDICT_COLORS.items()]
                + _target_handles(options), loc="lower center", ncol=6, frameon=False)
     fig.suptitle("Progression: final accuracy per step, and P(later step > earlier step) across seeds")

@@ -71,8 +71,8 @@ def load_results(out: Path) -> Results:
     keys = epochs[GROUP_KEY].drop_duplicates().reset_index(drop=True)
     keys["group"] = group_labels(keys)
     epochs = epochs.merge(keys, on=GROUP_KEY, how="left")
-    # predictions of a run whose epochs are not in (yet) have no group: left out
-    predictions = predictions.merge(keys, on=GROUP_KEY) if len(predictions) else predictions.assign(group="")
+    runs = epochs[["seed", *GROUP_KEY, "group"]].drop_duplicates()  # predictions count only beside their epoch rows
+    predictions = predictions.merge(runs, on=["seed", *GROUP_KEY]) if len(predictions) else predictions.assign(group="")
     return Results(epochs=epochs, predictions=predictions, steps=_steps(out / "steps.parquet", epochs), out=out,
                    unfinished=_unfinished(out / "runs", epochs))
 
