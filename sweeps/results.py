@@ -24,9 +24,8 @@ from cnn import BadInput
 EPOCHS, PREDICTIONS, RUNS, STEPS = "epochs", "predictions", "runs", "steps.parquet"
 LOCK = ".sweep.lock"
 
-IDENTITY = [
-    ("step", pa.string()), ("submission", pa.string()), ("seed", pa.int64()),
-]  # fmt: skip
+# `step` is the hive partition (the `step=<name>` folder), so it is not stored inside the files.
+IDENTITY = [("submission", pa.string()), ("seed", pa.int64())]
 EPOCH_SCHEMA = pa.schema(IDENTITY + [
     ("epoch", pa.int32()), ("epochs", pa.int32()),
     ("train_loss", pa.float64()), ("train_acc", pa.float64()),
@@ -122,7 +121,10 @@ def finished(out: Path) -> dict[tuple[str, int], tuple[str, bool]]:
     """(step, seed) -> (recipe_hash, quick) of every finished run, read from the epoch files' footers."""
     done = {}
     for f in sorted((out / EPOCHS).glob("step=*/seed-*.parquet")):
-        table = pq.read_table(f, columns=["recipe_hash", "quick"])
+        try:
+            table = pq.read_table(f, columns=["recipe_hash", "quick"])
+        except (pa.ArrowException, OSError) as e:
+            raise Incompatible(f"{f} is not a results file of this tool ({str(e).splitlines()[0]})") from None
         step, seed = f.parent.name.split("=", 1)[1], int(re.findall(r"\d+", f.stem)[0])
         if table.num_rows:
             done[(step, seed)] = (table["recipe_hash"][0].as_py(), table["quick"][0].as_py())

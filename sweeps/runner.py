@@ -106,7 +106,7 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
     summary = SweepSummary(_sweep_id(), planned=len(runs), already_done=len(runs) - len(todo))
     if not todo:
         return summary
-    _check_local_resources(config)
+    _check_resources(config)
     data = data if data is not None else load_mnist(config.data_dir)
     _check_writable(out)
     lock = FileLock(str(out / results.LOCK), timeout=0)
@@ -258,6 +258,12 @@ class Progress(tune.Callback):
         self.done, self.failed, self.epochs_done = 0, 0, 0
         self.flight: dict[str, str] = {}
 
+    def __getstate__(self):  # Tune pickles callbacks with its experiment state; a stream does not pickle
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, stream=sys.stderr)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.epochs_done += 1
         epochs = _spec_run(trial.config).recipe().epochs
@@ -347,9 +353,16 @@ def project_version() -> str:
 # --- checks that come before anything is written --------------------------------------------------------------------
 
 
-def _check_local_resources(config: SweepConfig) -> None:
+def _check_resources(config: SweepConfig) -> None:
+    """Resources of a local Ray, or that ``--address`` answers at all; a cluster's nodes are checked once joined."""
     if config.address:
-        return  # checked against the cluster once connected
+        if config.address != "auto":
+            host, _, port = config.address.removeprefix("ray://").rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except (OSError, ValueError):
+                raise BadSweep(f"cannot reach a Ray cluster at {config.address}") from None
+        return
     import torch
 
     cpus = config.num_cpus or os.cpu_count() or 1
@@ -387,12 +400,6 @@ def _ray(config: SweepConfig) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    if config.address and config.address != "auto" and ":" in config.address:
-        host, port = config.address.rsplit(":", 1)
-        try:
-            socket.create_connection((host, int(port)), timeout=5).close()
-        except (OSError, ValueError):
-            raise BadSweep(f"cannot reach a Ray cluster at {config.address}") from None
     kwargs = {"address": config.address} if config.address else {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus}
     try:
         ray.init(**kwargs, include_dashboard=False, log_to_driver=False, logging_level="ERROR",

@@ -24,3 +24,31 @@ def mnist(data_dir) -> MNIST:
 def tiny(mnist) -> MNIST:
     """1,000 training and 500 test images of real MNIST."""
     return MNIST(mnist.train_x[:1000], mnist.train_y[:1000], mnist.test_x[:500], mnist.test_y[:500])
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session; sweeps started in this process reuse it."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+SWEEP = dict(steps=("s003-model4", "s004-exp1"), seeds=2, epochs=2, quick=True)  # 4 runs, 2 epochs each
+
+
+@pytest.fixture(scope="session")
+def sweep_results(tmp_path_factory, ray_session, tiny) -> Path:
+    """A results folder from a real sweep on Ray: 2 steps x 2 seeds x 2 epochs, quick, on 1,000 MNIST images."""
+    import io
+
+    from sweeps.runner import SweepConfig, run_sweep
+
+    out = tmp_path_factory.mktemp("sweep") / "results"
+    log = io.StringIO()
+    summary = run_sweep(SweepConfig(**SWEEP, out=out), data=tiny, stream=log)
+    assert summary.trained == 4 and not summary.failed, (summary, log.getvalue())
+    (out.parent / "progress.log").write_text(log.getvalue())
+    return out
