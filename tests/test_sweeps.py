@@ -4,6 +4,7 @@ import dataclasses
 import os
 import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -199,3 +200,39 @@ def test_corrupt_results_file_is_refused(sweep_results, tmp_path, data_dir):
 def test_config_is_plain_data():
     config = SweepConfig(steps=("all",))
     assert dataclasses.replace(config, seeds=10).seeds == 10
+
+
+def test_killed_sweep_rerun_continues_from_checkpoints(tmp_path, data_dir, ray_session):
+    """SIGKILL a `sweep run` (driver, Ray and workers) mid-run; the same command again finishes it from the markers'
+    checkpoints, with the rows of an undisturbed sweep and no duplicates."""
+    import subprocess
+    import sys
+
+    out, ray_tmp = tmp_path / "results", Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))
+    args = ["run", "s003-model4", "--seeds", "2", "--quick", "--epochs", "2", "--data-dir", str(data_dir)]
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(ray_tmp)}
+    proc = subprocess.Popen([Path(sys.executable).parent / "sweep", *args, "--out", str(out), "--num-cpus", "2"],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            markers = [results.read_marker(p) for p in (out / "runs").glob("*/*.json")]
+            if any(m.get("checkpoint") and m.get("epoch") == 1 for m in markers):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        killed_at = time.time()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], check=False)
+
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    reference = tmp_path / "reference"
+    assert CliRunner().invoke(app, [*args, "--out", str(reference)]).exit_code == 0
+    rows, ref = (pd.read_parquet(d / "epochs").sort_values(KEY).reset_index(drop=True) for d in (out, reference))
+    assert len(rows) == 4 and not rows.duplicated(KEY).any()
+    pd.testing.assert_frame_equal(rows[KEY[:2] + list(METRICS)], ref[KEY[:2] + list(METRICS)])
+    first = rows[rows.epoch == 1]["wall_time"].map(lambda t: t.timestamp())
+    assert (first < killed_at).any(), "no run continued from the checkpoint it had before the kill"
