@@ -26,21 +26,27 @@ def block(cin: int, cout: int, dropout: float | None, *, order: str = "crb", act
 
 
 class Session7Net(nn.Module):
-    """The session-7 class network, 13,808 params: seeds 000 model 1, 001 model 1, 004 Net2 (code in 000/001)."""
+    """The session-7 class network, 13,808 params: seeds 000 model 1, 001 model 1, 004 Net2 (code in 000/001).
 
-    def __init__(self, dropout: float):
+    With ``channels=(10, 20, 10, 10, 10, 16, 16)`` it is seed 004's final model, 7,958 params, whose table is this
+    layout layer for layer with fewer channels. The unused ``self.dropout`` is declared as in the seed's code; it has
+    no parameters and is never called, so it changes neither the initialisation nor the table.
+    """
+
+    def __init__(self, dropout: float, channels: tuple[int, ...] = (16, 32, 10, 16, 16, 16, 16)):
         super().__init__()
-        self.convblock1 = block(1, 16, dropout)  # 26
-        self.convblock2 = block(16, 32, dropout)  # 24
-        self.convblock3 = nn.Sequential(conv(32, 10, 1))  # 24
+        c1, c2, c3, c4, c5, c6, c7 = channels
+        self.convblock1 = block(1, c1, dropout)  # 26
+        self.convblock2 = block(c1, c2, dropout)  # 24
+        self.convblock3 = nn.Sequential(conv(c2, c3, 1))  # 24
         self.pool1 = nn.MaxPool2d(2, 2)  # 12
-        self.convblock4 = block(10, 16, dropout)  # 10
-        self.convblock5 = block(16, 16, dropout)  # 8
-        self.convblock6 = block(16, 16, dropout)  # 6
-        self.convblock7 = block(16, 16, dropout, padding=1)  # 6
+        self.convblock4 = block(c3, c4, dropout)  # 10
+        self.convblock5 = block(c4, c5, dropout)  # 8
+        self.convblock6 = block(c5, c6, dropout)  # 6
+        self.convblock7 = block(c6, c7, dropout, padding=1)  # 6
         self.gap = nn.Sequential(nn.AvgPool2d(kernel_size=6))  # 1
-        self.convblock8 = nn.Sequential(conv(16, 10, 1))
-        self.dropout = nn.Dropout(dropout)  # declared but never called, as in the seed
+        self.convblock8 = nn.Sequential(conv(c7, 10, 1))
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
         x = self.pool1(self.convblock3(self.convblock2(self.convblock1(x))))
@@ -275,29 +281,3 @@ class S004Net1(nn.Module):
 
     def forward(self, x):
         return F.log_softmax(self.head(self.block2(self.block1(x))).view(-1, 10), dim=-1)
-
-
-class S004Final(nn.Module):
-    """Seed 004 final model, 7,958 params, rebuilt from its table: the session-7 layout with fewer channels.
-
-    Conv -> ReLU -> BN -> Dropout blocks (10 @ 26, 20 @ 24), a 1x1 to 10 channels, MaxPool (12), blocks 10 @ 10,
-    10 @ 8, 16 @ 6, 16 @ 6 (padding 1), GAP over 6x6 and a 1x1 conv to 10 classes.
-    """
-
-    def __init__(self, dropout: float):
-        super().__init__()
-        self.convblock1 = block(1, 10, dropout)  # 26
-        self.convblock2 = block(10, 20, dropout)  # 24
-        self.convblock3 = nn.Sequential(conv(20, 10, 1))  # 24
-        self.pool1 = nn.MaxPool2d(2, 2)  # 12
-        self.convblock4 = block(10, 10, dropout)  # 10
-        self.convblock5 = block(10, 10, dropout)  # 8
-        self.convblock6 = block(10, 16, dropout)  # 6
-        self.convblock7 = block(16, 16, dropout, padding=1)  # 6
-        self.gap = nn.Sequential(nn.AvgPool2d(kernel_size=6))  # 1
-        self.convblock8 = nn.Sequential(conv(16, 10, 1))
-
-    def forward(self, x):
-        x = self.pool1(self.convblock3(self.convblock2(self.convblock1(x))))
-        x = self.convblock7(self.convblock6(self.convblock5(self.convblock4(x))))
-        return F.log_softmax(self.convblock8(self.gap(x)).view(-1, 10), dim=-1)
