@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-
+import torch
 from filelock import FileLock, Timeout
 
 from cnn import BadInput, zoo
@@ -133,8 +133,10 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
 def _tuner(config: SweepConfig, out: Path, sweep_id: str, todo: list[Run], data: MNIST, callbacks) -> tune.Tuner:
     specs = []
     for r in sorted(todo, key=lambda r: -zoo.count_params(zoo.get_step(r.step).model())):  # longest first
-        marker = results.read_marker(results.marker_file(out, r.step, r.seed))
-        specs.append({"run": dataclasses.asdict(r), "resume_from": marker.get("checkpoint")})
+        checkpoint = results.read_marker(results.marker_file(out, r.step, r.seed)).get("checkpoint")
+        if checkpoint and "://" not in checkpoint and not Path(checkpoint).exists():
+            checkpoint = None  # its tune/ folder was removed: train the run from the start
+        specs.append({"run": dataclasses.asdict(r), "resume_from": checkpoint})
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data), {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     )
@@ -158,8 +160,7 @@ def _tuner(config: SweepConfig, out: Path, sweep_id: str, todo: list[Run], data:
 
 def train_trial(config: dict[str, Any], data: MNIST) -> None:
     """Train one run, resuming from Tune's checkpoint (a retried trial) or the marker's (a re-run sweep)."""
-    spec = config["spec"]
-    run = Run(**{**spec["run"], "seeds": None})
+    spec, run = config["spec"], _spec_run(config)
     epochs = run.recipe().epochs
     checkpoint = tune.get_checkpoint() or (tune.Checkpoint(spec["resume_from"]) if spec.get("resume_from") else None)
     resume, history = None, []
@@ -170,7 +171,8 @@ def train_trial(config: dict[str, Any], data: MNIST) -> None:
             if resume["epoch"] >= epochs:  # trained to the end, but its rows were never written: report it again
                 _report(history, checkpoint=checkpoint)
                 return
-    env = {"host": socket.gethostname(), "device": _device_name(run.device), "torch_version": _torch_version()}
+    device = torch.cuda.get_device_name() if run.device == "cuda" else "cpu"
+    env = {"host": socket.gethostname(), "device": device, "torch_version": torch.__version__}
     for epoch in train(run, data, resume):
         history.append({**epoch.record, **env, "wall_time": time.time()})
         with tempfile.TemporaryDirectory() as d:
@@ -184,18 +186,6 @@ def train_trial(config: dict[str, Any], data: MNIST) -> None:
 def _report(history: list[dict[str, Any]], checkpoint) -> None:
     """The one place that speaks Tune's report API (renamed three times across Ray versions)."""
     tune.report({k: v for k, v in history[-1].items() if isinstance(v, (int, float))}, checkpoint=checkpoint)
-
-
-def _device_name(device: str) -> str:
-    import torch
-
-    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__
 
 
 # --- the driver: the single writer, and the progress display --------------------------------------------------------
@@ -363,8 +353,6 @@ def _check_resources(config: SweepConfig) -> None:
             except (OSError, ValueError):
                 raise BadSweep(f"cannot reach a Ray cluster at {config.address}") from None
         return
-    import torch
-
     cpus = config.num_cpus or os.cpu_count() or 1
     gpus = config.num_gpus if config.num_gpus is not None else torch.cuda.device_count()
     if config.cpus_per_trial > cpus:
