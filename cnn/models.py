@@ -12,6 +12,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with a cheaper mask on the CPU: the same Bernoulli(1 - p) mask and 1 / (1 - p) scale, drawn with
+    ``rand_like`` from the same global generator. torch's CPU ``bernoulli_`` took a fifth of a small model's training
+    step here; this mask costs 1.7x less forward + backward (benchmarks/). Elsewhere it is ``nn.Dropout``."""
+
+    def forward(self, x):
+        if not self.training or not 0 < self.p < 1 or x.device.type != "cpu":
+            return super().forward(x)
+        return x * torch.rand_like(x).ge_(self.p).mul_(1 / (1 - self.p))
+
+
 def conv(cin: int, cout: int, k: int = 3, padding: int = 0, bias: bool = False) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=(k, k), padding=padding, bias=bias)
 
@@ -21,7 +32,7 @@ def block(cin: int, cout: int, dropout: float | None, *, order: str = "crb", act
     make = {"c": lambda: conv(cin, cout, padding=padding), "r": act, "b": lambda: nn.BatchNorm2d(cout)}
     layers = [make[c]() for c in order]
     if dropout is not None:
-        layers.append(nn.Dropout(dropout))
+        layers.append(Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -46,7 +57,7 @@ class Session7Net(nn.Module):
         self.convblock7 = block(c6, c7, dropout, padding=1)  # 6
         self.gap = nn.Sequential(nn.AvgPool2d(kernel_size=6))  # 1
         self.convblock8 = nn.Sequential(conv(c7, 10, 1))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x):
         x = self.pool1(self.convblock3(self.convblock2(self.convblock1(x))))
@@ -143,7 +154,7 @@ class S002Step2(nn.Module):
         self.convblock6 = block(10, 10, None, order="cbr")  # 7
         self.convblock7 = nn.Sequential(conv(10, 10, 1), nn.BatchNorm2d(10), nn.ReLU())  # 7
         self.convblock8 = nn.Sequential(conv(10, 10, 7))  # 1
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x):
         x = self.dropout(self.convblock3(self.convblock2(self.convblock1(x))))
@@ -270,14 +281,14 @@ class S004Net1(nn.Module):
         self.block1 = nn.Sequential(
             nn.Conv2d(1, 16, 3), nn.ReLU(), nn.BatchNorm2d(16),  # 26
             nn.Conv2d(16, 16, 3), nn.ReLU(), nn.BatchNorm2d(16),  # 24
-            nn.MaxPool2d(2, 2), nn.ReLU(), nn.Dropout(dropout),  # 12
+            nn.MaxPool2d(2, 2), nn.ReLU(), Dropout(dropout),  # 12
         )  # fmt: skip
         self.block2 = nn.Sequential(
             nn.Conv2d(16, 32, 3), nn.ReLU(), nn.BatchNorm2d(32),  # 10
             nn.Conv2d(32, 32, 3), nn.ReLU(), nn.BatchNorm2d(32),  # 8 (rows 13-15)
-            nn.MaxPool2d(2, 2), nn.ReLU(), nn.Dropout(dropout),  # 4
+            nn.MaxPool2d(2, 2), nn.ReLU(), Dropout(dropout),  # 4
         )  # fmt: skip
-        self.head = nn.Sequential(nn.Conv2d(32, 10, 3), nn.BatchNorm2d(10), nn.Dropout(dropout), nn.AvgPool2d(2))
+        self.head = nn.Sequential(nn.Conv2d(32, 10, 3), nn.BatchNorm2d(10), Dropout(dropout), nn.AvgPool2d(2))
 
     def forward(self, x):
         return F.log_softmax(self.head(self.block2(self.block1(x))).view(-1, 10), dim=-1)
