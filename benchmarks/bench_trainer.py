@@ -3,13 +3,13 @@
 Result on a 2-core AMD EPYC (KVM, AVX2 only), torch 2.14.1, 2026-11-22 (benchmarks/results/trainer-cpu.txt), median
 seconds per model-epoch, seeds / ours:
 
-* s003-model4 (7,616 params, batch 64): 45.0 / 23.7 s = 1.90x fp32 (3 reps: 1.90, 1.91, 1.90x).
-* s004-exp1 (7,958 params, batch 128): 48.7 / 31.5 s = 1.55x fp32 (3 reps: 1.53, 1.47, 1.55x).
-* s002-net1 (6.38M params, batch 128, 60 of 469 batches, extrapolated): 593 / 547 s = 1.08x (reps 0.96, 1.21x).
-* bf16 autocast, s003-model4 (100 batches, extrapolated): 48.3 / 137.5 s = 0.35x: 5.6x slower than our fp32.
-* Where our 24 s go (s003-model4): forward 48 %, backward 39 %, optimizer 2 %, batch gather+rotate+normalize 4 %,
-  test 7 %. Forward+backward+step alone take 21.4 s, so with data and test free the ratio could reach only 2.1x;
-  dropout's ``bernoulli_`` is ~21 % and batch norm ~19 % of the op time.
+* s003-model4 (7,616 params, batch 64): 50.4 / 23.6 s = 2.13x fp32 (3 reps: 2.41, 2.05, 1.83x).
+* s004-exp1 (7,958 params, batch 128): 47.4 / 27.4 s = 1.73x fp32 (3 reps: 2.23, 1.73, 1.14x).
+* s002-net1 (6.38M params, batch 128, 60 of 469 batches, extrapolated): 599 / 570 s = 1.05x (reps 1.02, 1.09x).
+* bf16 autocast, s003-model4 (100 batches, extrapolated): 60.8 / 159.0 s = 0.38x: no bf16 hardware on this CPU.
+* Where our 22 s go (s003-model4): forward+backward+step 19.1 s (87 %), test 7 %, batch gather+rotate+normalize
+  ~4 %. With data and test free the ratio could reach only 2.6x: convolution backward (32 %), convolution (13 %),
+  batch norm (20 %) and the dropout mask (12 %, down from 21 % with ``bernoulli_``) are the rest.
 
 Each case alternates the two paths (seeds, ours, seeds, ours, ...) in one process so that load from other work on the
 machine hits both, and reports median seconds per model-epoch (train + test) and the ratio seeds / ours:
