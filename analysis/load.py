@@ -10,7 +10,7 @@ epochs but not yet its predictions; `predictions` then simply lacks that run. Ru
 Comparable groups
 -----------------
 Rows are pooled only within a *comparable group*: one step, one recipe hash, one `quick` flag. Quick rows train on
-a tenth of the data for a few epochs, and a different hash means a different effective recipe, so pooling across
+a tenth of the data for a short run, and a different hash means a different effective recipe, so pooling across
 groups would mix different experiments. Groups are never merged and never dropped; each row gets a `group` label
 that is the step name, extended only as far as needed to tell the step's groups apart:
 

@@ -149,7 +149,7 @@ def _banners(results: Results, summary: Summary) -> list[str]:
     steps, banners = summary.steps, []
     quick = steps["quick"].astype(bool)
     if quick.all():
-        banners.append("All runs here are --quick runs (a tenth of the training images, few epochs). They show that "
+        banners.append("All runs here are --quick runs (a tenth of the training images, a short run). They show that "
                        "the pipeline works, not what the recipes reach; claims are not compared with them.")
     elif quick.any():
         banners.append("This folder holds both --quick and full runs. They are never pooled: quick rows appear as "
