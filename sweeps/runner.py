@@ -132,7 +132,7 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
 
 def _tuner(config: SweepConfig, out: Path, sweep_id: str, todo: list[Run], data: MNIST, callbacks) -> tune.Tuner:
     specs = []
-    for r in sorted(todo, key=lambda r: -zoo.count_params(zoo.get_step(r.step).model())):  # longest first
+    for r in sorted(todo, key=lambda r: -zoo.architecture(r.step, r.recipe())[1]):  # longest first
         checkpoint = results.read_marker(results.marker_file(out, r.step, r.seed)).get("checkpoint")
         if checkpoint and "://" not in checkpoint and not Path(checkpoint).exists():
             checkpoint = None  # its tune/ folder was removed: train the run from the start
@@ -219,7 +219,7 @@ class ResultsWriter(tune.Callback):
         step = zoo.get_step(run.step)
         identity = {
             "step": run.step, "submission": step.submission, "seed": run.seed, "epochs": run.recipe().epochs,
-            "params": zoo.count_params(step.model()), "run_id": f"{run.step}/seed={run.seed}/{run.recipe_hash()}",
+            "params": zoo.architecture(run.step, run.recipe())[1], "run_id": f"{run.step}/seed={run.seed}/{run.recipe_hash()}",
             "sweep_id": self.sweep_id, "recipe_hash": run.recipe_hash(), "quick": run.quick,
             "overrides": self.overrides, "precision": run.precision, **self.versions,
         }  # fmt: skip
@@ -318,7 +318,7 @@ def _last_error_line(trial) -> str:
 
 def _step_row(run: Run) -> dict[str, Any]:
     step = zoo.get_step(run.step)
-    return results.step_row(step, run.recipe(), run.recipe_hash(), zoo.count_params(step.model()))
+    return results.step_row(step, run.recipe(), run.recipe_hash(), zoo.architecture(run.step, run.recipe())[1])
 
 
 def _sweep_id() -> str:
