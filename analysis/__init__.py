@@ -10,6 +10,8 @@ Importing this package is cheap on purpose (no pandas, no matplotlib): `sweep --
 This package knows nothing of torch or ray.
 """
 
+from cnn.errors import BadInput
 
-class ReportError(ValueError):
+
+class ReportError(BadInput):
     """Bad input for a report: no results, an unreadable file, rows that cannot be told apart. One-line message."""

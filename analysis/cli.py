@@ -39,8 +39,7 @@ def report(
                       random_state=bootstrap_seed)
     try:
         paths = write_report(load_results(out), html or out / "report.html", options)
-    except (ReportError, OSError) as e:  # bad input, or the report cannot be written
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    except OSError as e:
+        raise ReportError(f"cannot write the report: {e}") from None
     typer.echo(verdict_text(paths.summary))
     typer.echo(f"\nreport: {paths.html}\ntables: {paths.steps_csv}, {paths.runs_csv}, {paths.progression_csv}")

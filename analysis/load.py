@@ -2,8 +2,9 @@
 
 This module is the only reader of the folder. It refuses bad input with one `ReportError` line: a missing folder,
 a folder with no finished run, a file Parquet cannot read (corrupt or half written), a file without the columns the
-report needs, or duplicate rows for one (step, seed, epoch). Names that start with `.` or `_`, and any name that
-does not end in `.parquet` (the atomic writer's `*.tmp`), are not results and are skipped. A run may have its
+report needs, or duplicate rows for one (step, seed, epoch). Run files are found as `sweeps.layout` names them
+(`step=<name>/seed-<SSSS>.parquet`); any other name, such as the atomic writer's dot-named temporary file, is not a
+result and is skipped. A run may have its
 epochs but not yet its predictions; `predictions` then simply lacks that run. Runs still in flight (a marker under
 `runs/<step>/` and no epoch rows yet) are only counted, per step, so that a report made mid-sweep can say so.
 
@@ -24,17 +25,16 @@ progression only compares groups with the same quick flag.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from analysis import ReportError
+from sweeps import layout
 
 GROUP_KEY = ["step", "recipe_hash", "quick"]
 EPOCH_COLUMNS = {"submission", "seed", "epoch", "epochs", "test_acc", "test_total", "params", "recipe_hash", "quick"}
@@ -42,7 +42,6 @@ PREDICTION_COLUMNS = {"seed", "recipe_hash", "quick", "epoch", "n", "correct"}
 STEP_COLUMNS = {"step", "submission", "order", "params", "epochs"}
 STEP_OPTIONAL = ["title", "source", "recipe_hash", "claimed_params", "claimed_best_test", "claimed_best_train",
                  "claimed_best_epoch", "claimed_log", "claim_note", "assumptions"]
-_HIVE = ds.HivePartitioning(pa.schema([("step", pa.string())]))
 
 
 @dataclass(frozen=True)
@@ -61,20 +60,20 @@ def load_results(out: Path) -> Results:
     out = Path(out)
     if not out.is_dir():
         raise ReportError(f"{out}: no such results folder")
-    epochs = _read_partitioned(out / "epochs", EPOCH_COLUMNS)
+    epochs = _read_runs(out, layout.EPOCHS, EPOCH_COLUMNS)
     if epochs.empty:
         raise ReportError(f"{out}: no finished runs yet (no rows under epochs/)")
-    _refuse_duplicates(epochs, ["step", "seed", "epoch"], out / "epochs")
-    predictions = _read_partitioned(out / "predictions", PREDICTION_COLUMNS)
-    _refuse_duplicates(predictions, ["step", "seed"], out / "predictions")
+    _refuse_duplicates(epochs, ["step", "seed", "epoch"], out / layout.EPOCHS)
+    predictions = _read_runs(out, layout.PREDICTIONS, PREDICTION_COLUMNS)
+    _refuse_duplicates(predictions, ["step", "seed"], out / layout.PREDICTIONS)
 
     keys = epochs[GROUP_KEY].drop_duplicates().reset_index(drop=True)
     keys["group"] = group_labels(keys)
     epochs = epochs.merge(keys, on=GROUP_KEY, how="left")
     runs = epochs[["seed", *GROUP_KEY, "group"]].drop_duplicates()  # predictions count only beside their epoch rows
     predictions = predictions.merge(runs, on=["seed", *GROUP_KEY]) if len(predictions) else predictions.assign(group="")
-    return Results(epochs=epochs, predictions=predictions, steps=_steps(out / "steps.parquet", epochs), out=out,
-                   unfinished=_unfinished(out / "runs", epochs))
+    return Results(epochs=epochs, predictions=predictions, steps=_steps(out / layout.STEPS, epochs), out=out,
+                   unfinished=_unfinished(out, epochs))
 
 
 def group_labels(keys: pd.DataFrame) -> pd.Series:
@@ -87,33 +86,26 @@ def group_labels(keys: pd.DataFrame) -> pd.Series:
     return label.where(hashes == 1, label + " @" + keys["recipe_hash"].astype(str).str[:7])
 
 
-def _read_partitioned(folder: Path, required: set[str]) -> pd.DataFrame:
-    """All `<folder>/step=<name>/*.parquet` files as one frame, with `step` taken from the hive partition."""
-    files = sorted(p for p in folder.glob("*/*.parquet") if not p.name.startswith((".", "_"))
-                   and not p.parent.name.startswith((".", "_")))
+def _read_runs(out: Path, kind: str, required: set[str]) -> pd.DataFrame:
+    """Every run file under `kind` (layout.run_files) as one frame, with `step` taken from its partition folder."""
     tables = []
-    for path in files:
+    for step, _, path in layout.run_files(out, kind):
         try:
             table = pq.read_table(path)
         except (pa.ArrowException, OSError) as e:
             raise ReportError(f"cannot read {path}: {_first_line(e)}") from None
-        step = ds.get_partition_keys(_HIVE.parse(f"/{path.parent.name}/")).get("step")
-        if step is None:
-            raise ReportError(f"{path}: not in a step=<name> folder")
         missing = required - set(table.column_names)
         if missing:
             raise ReportError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        if "step" in table.column_names:
-            table = table.drop_columns("step")
         tables.append(table.append_column("step", pa.array([step] * table.num_rows, pa.string())))
     if not tables:
         return pd.DataFrame(columns=["step", *sorted(required)])
     try:
         frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     except pa.ArrowException as e:
-        raise ReportError(f"{folder}: files disagree on column types: {_first_line(e)}") from None
+        raise ReportError(f"{out / kind}: files disagree on column types: {_first_line(e)}") from None
     if frame[list(required)].isna().any().any():
-        raise ReportError(f"{folder}: empty values in required columns")
+        raise ReportError(f"{out / kind}: empty values in required columns")
     return frame
 
 
@@ -144,12 +136,10 @@ def _steps(path: Path, epochs: pd.DataFrame) -> pd.DataFrame:
     return steps.reindex(columns=list(dict.fromkeys([*steps.columns, *STEP_OPTIONAL])))  # optional columns as NaN
 
 
-def _unfinished(folder: Path, epochs: pd.DataFrame) -> dict[str, int]:
-    """Per step, the runs with a marker `runs/<step>/seed…<S>….json` and no epoch rows yet."""
+def _unfinished(out: Path, epochs: pd.DataFrame) -> dict[str, int]:
+    """Per step, the runs with an in-flight marker (layout.markers) and no epoch rows yet."""
     finished = set(zip(epochs["step"], epochs["seed"]))
-    markers = ((p.parent.name, re.search(r"\d+", p.stem)) for p in folder.glob("*/*.json")
-               if not p.name.startswith((".", "_")))
-    return dict(Counter(step for step, seed in markers if seed and (step, int(seed.group())) not in finished))
+    return dict(Counter(step for step, seed, _ in layout.markers(out) if (step, seed) not in finished))
 
 
 def _first_line(e: Exception) -> str:

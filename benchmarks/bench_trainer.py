@@ -21,7 +21,7 @@ machine hits both, and reports median seconds per model-epoch (train + test) and
   nll_loss, argmax correct), the model in default NCHW, SGD(lr, momentum) from the recipe, ``torch.set_num_threads(2)``.
   The rotation is applied whether or not the recipe uses one: it is what the seeds' class code does (s002-net1's
   recipe has none, so for it path (a) does a little more work than path (b)).
-* (b) ``list(cnn.train.train(Run(step, seed=0, epochs=1, threads=2, precision=...), data))``.
+* (b) ``list(cnn.train.train(Run.plan(step, 0, epochs=1, threads=2, precision=...), data))``.
 
 Excluded from both: reading MNIST from disk (``load_mnist`` for (b), the two torchvision datasets for (a)). Included:
 model construction, and for (a) the DataLoader worker start-up, which the seeds pay twice every epoch.
@@ -156,7 +156,7 @@ def seeds_epoch(step: str, train_set, test_set) -> tuple[float, float, float]:
 def ours_epoch(step: str, data: cdata.MNIST, precision: str) -> tuple[float, float, float]:
     """One epoch of ``cnn.train.train``: (seconds, fixed seconds, test accuracy %)."""
     start = time.perf_counter()
-    (epoch,) = list(ctrain.train(ctrain.Run(step, seed=0, epochs=1, threads=THREADS, precision=precision), data))
+    (epoch,) = list(ctrain.train(ctrain.Run.plan(step, 0, epochs=1, threads=THREADS, precision=precision), data))
     seconds = time.perf_counter() - start
     return seconds, seconds - epoch.record["epoch_seconds"], epoch.record["test_acc"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnn import BadInput
+from cnn.errors import BadInput
 
 DATA_DIR_ENV = "SWEEP_DATA_DIR"
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,25 +57,49 @@ class Seeds:
 
 @dataclass(frozen=True)
 class Run:
-    """What to train. ``epochs`` and ``quick`` override the recipe; ``threads`` caps CPU threads (None: torch's)."""
+    """One (step, seed) run, worked out once when it is planned (:meth:`plan`): its effective recipe, recipe hash and
+    parameter count, and so the fixed columns of its rows. Everything downstream reads it; nothing recomputes it."""
 
     step: str
     seed: int
-    epochs: int | None = None
+    recipe: zoo.Recipe  # the step's recipe with this run's overrides (--epochs, --quick) applied
+    recipe_hash: str  # zoo.recipe_hash: what makes two runs' rows comparable
+    params: int  # trainable parameters of the network
     quick: bool = False
+    overrides: str = "{}"  # JSON of the recipe fields overridden on the command line
     precision: str = "fp32"  # fp32 | bf16 (autocast; an explicit opt-in, recorded with the run)
     device: str = "cpu"
-    threads: int | None = None
-    seeds: Seeds | None = None  # None: Seeds.of(seed)
+    threads: int | None = None  # CPU threads; None: torch's default
+    seeds: Seeds | None = None  # the four stream seeds; None: Seeds.of(seed)
 
-    def recipe(self) -> zoo.Recipe:
-        """The step's recipe with this run's overrides applied."""
-        recipe = zoo.get_step(self.step).recipe
-        epochs = self.epochs or (min(QUICK["epochs"], recipe.epochs) if self.quick else None)
-        return dataclasses.replace(recipe, epochs=epochs) if epochs else recipe
+    @classmethod
+    def plan(cls, step: str, seed: int, *, epochs: int | None = None, quick: bool = False, **options) -> Run:
+        """The run of ``step`` with ``seed``: ``epochs`` and ``quick`` override the recipe; ``options`` are the other
+        fields. Builds the network once, for its layers and parameter count; the seeds of a step share the result
+        (``dataclasses.replace(run, seed=...)``)."""
+        spec = zoo.get_step(step)
+        override = epochs or (min(QUICK["epochs"], spec.recipe.epochs) if quick else None)
+        recipe = dataclasses.replace(spec.recipe, epochs=override) if override else spec.recipe
+        model = spec.build(recipe)
+        return cls(step, seed, recipe, zoo.recipe_hash(spec, recipe, repr(model), quick), zoo.count_params(model),
+                   quick=quick, overrides=json.dumps({"epochs": epochs} if epochs else {}), **options)
 
-    def recipe_hash(self) -> str:
-        return zoo.recipe_hash(zoo.get_step(self.step), self.recipe(), self.quick)
+    def __post_init__(self):
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, not {self.precision!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.step}#{self.seed}"
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        """The columns that every row of this run shares (sweeps.layout.EPOCH_COLUMNS says what each means)."""
+        return {
+            "submission": zoo.get_step(self.step).submission, "seed": self.seed, "epochs": self.recipe.epochs, "params": self.params,
+            "run_id": f"{self.step}/seed={self.seed}/{self.recipe_hash}", "recipe_hash": self.recipe_hash,
+            "quick": self.quick, "overrides": self.overrides, "precision": self.precision,
+        }
 
 
 @dataclass
@@ -88,9 +113,7 @@ class Epoch:
 
 def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterator[Epoch]:
     """Yield one :class:`Epoch` per epoch of ``run``; with ``resume`` (an ``Epoch.state()``), continue after it."""
-    if run.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be fp32 or bf16, not {run.precision!r}")
-    step, recipe, seeds = zoo.get_step(run.step), run.recipe(), run.seeds or Seeds.of(run.seed)
+    recipe, seeds = run.recipe, run.seeds or Seeds.of(run.seed)
     device = torch.device(run.device)
     if run.threads:
         torch.set_num_threads(run.threads)
@@ -99,7 +122,7 @@ def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterat
     n_train = len(train_idx) if train_idx is not None else len(data.train_y)
 
     torch.manual_seed(seeds.init)
-    model = step.build(recipe).to(device, memory_format=CHANNELS_LAST)
+    model = zoo.get_step(run.step).build(recipe).to(device, memory_format=CHANNELS_LAST)
     torch.manual_seed(seeds.dropout)
     order = torch.Generator().manual_seed(seeds.order)
     augment = torch.Generator(device).manual_seed(seeds.augment)

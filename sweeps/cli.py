@@ -3,42 +3,40 @@ stderr and exit code 2."""
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
+
+from analysis.cli import report
+from cnn.errors import BadInput
+
+
+class OneLineErrors(TyperGroup):
+    """The one place where the library's bad-input errors become one line on stderr and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BadInput as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Multi-seed sweeps of the step models from the seed submissions, on Ray Tune, with a report that tells a "
     "lucky 99.4 % run from a consistent one.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
 OUT_HELP = "Results folder (a Parquet dataset)."
 
 
-def one_line_errors(fn):
-    """Turn the library's bad-input errors into one line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from cnn import BadInput
-
-        try:
-            return fn(*args, **kwargs)
-        except BadInput as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
 @app.command()
-@one_line_errors
 def steps(name: Annotated[Optional[str], typer.Argument(help="Show one step in full.")] = None) -> None:
     """List the step models of the zoo, or show one in full with its recipe, claims and assumptions."""
     import dataclasses
@@ -76,7 +74,6 @@ def steps(name: Annotated[Optional[str], typer.Argument(help="Show one step in f
 
 
 @app.command()
-@one_line_errors
 def run(
     steps: Annotated[list[str], typer.Argument(help="Step names or glob patterns (quote them), or 'all'.")],
     seeds: Annotated[Optional[int], typer.Option(help="Seeds per step [default: 5, or 2 with --quick].")] = None,
@@ -118,14 +115,12 @@ def run(
 
 
 @app.command()
-@one_line_errors
 def status(out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("results")) -> None:
     """Show per step the seeds done, unfinished (running or interrupted) and failed. Reads only the results folder."""
     from sweeps.results import status as read_status
 
     if not out.is_dir():
-        typer.echo(f"error: no results folder at {out}", err=True)
-        raise typer.Exit(2)
+        raise BadInput(f"no results folder at {out}")
     table = read_status(out)
     if not table:
         typer.echo(f"no runs in {out} yet")
@@ -150,15 +145,7 @@ def _ranges(seeds: list[int]) -> str:
     return ", ".join(parts) or "-"
 
 
-def _register_report() -> None:
-    try:
-        from analysis.cli import report
-    except ImportError:  # the analysis package is not there yet
-        return
-    app.command("report")(report)
-
-
-_register_report()
+app.command("report")(report)
 
 
 def main() -> None:

@@ -1,16 +1,14 @@
-"""The results folder: a hive-partitioned Parquet dataset, written once per finished run by the sweep's driver.
+"""Writing the results folder, and what it says about a sweep: finished runs, in-flight markers, compatibility.
 
-Layout and schema: ``docs/results-format.md``. Every file is written under a temporary dot-name in its own folder and
-renamed into place, so readers (pandas, polars, duckdb, :mod:`analysis`) never see half a file, and a run's file name
-is fixed by (step, seed): writing a run twice replaces it, which is what makes rows exactly-once.
+The format (layout, schemas, paths) is :mod:`sweeps.layout`. A run's file name is fixed by (step, seed), so writing a
+run twice replaces it: that is what makes rows exactly-once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,94 +17,51 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cnn import BadInput
-
-EPOCHS, PREDICTIONS, RUNS, STEPS = "epochs", "predictions", "runs", "steps.parquet"
-LOCK = ".sweep.lock"
-
-# `step` is the hive partition (the `step=<name>` folder), so it is not stored inside the files.
-IDENTITY = [("submission", pa.string()), ("seed", pa.int64())]
-EPOCH_SCHEMA = pa.schema(IDENTITY + [
-    ("epoch", pa.int32()), ("epochs", pa.int32()),
-    ("train_loss", pa.float64()), ("train_acc", pa.float64()),
-    ("test_loss", pa.float64()), ("test_acc", pa.float64()),
-    ("test_correct", pa.int32()), ("test_total", pa.int32()),
-    ("lr", pa.float64()), ("epoch_seconds", pa.float64()), ("images_per_sec", pa.float64()),
-    ("params", pa.int64()), ("run_id", pa.string()), ("sweep_id", pa.string()), ("recipe_hash", pa.string()),
-    ("quick", pa.bool_()), ("overrides", pa.string()), ("precision", pa.string()),
-    ("device", pa.string()), ("host", pa.string()),
-    ("torch_version", pa.string()), ("ray_version", pa.string()), ("project_version", pa.string()),
-    ("wall_time", pa.timestamp("us", tz="UTC")),
-])  # fmt: skip
-PREDICTION_SCHEMA = pa.schema(IDENTITY + [
-    ("run_id", pa.string()), ("recipe_hash", pa.string()), ("quick", pa.bool_()),
-    ("epoch", pa.int32()), ("n", pa.int32()), ("pred", pa.binary()), ("correct", pa.binary()),
-])  # fmt: skip
-STEP_SCHEMA = pa.schema([
-    ("step", pa.string()), ("submission", pa.string()), ("order", pa.int32()), ("title", pa.string()),
-    ("source", pa.string()), ("params", pa.int64()), ("epochs", pa.int32()), ("batch_size", pa.int32()),
-    ("recipe", pa.string()), ("recipe_hash", pa.string()),
-    ("claimed_params", pa.int64()), ("claimed_best_test", pa.float64()), ("claimed_best_train", pa.float64()),
-    ("claimed_best_epoch", pa.int32()), ("claimed_log", pa.list_(pa.float64())), ("claim_note", pa.string()),
-    ("assumptions", pa.list_(pa.string())),
-])  # fmt: skip
+from cnn import zoo
+from cnn.errors import BadInput
+from cnn.train import Run
+from sweeps.layout import (
+    EPOCH_SCHEMA,
+    EPOCHS,
+    LOCK,
+    PREDICTION_SCHEMA,
+    PREDICTIONS,
+    STEP_SCHEMA,
+    STEPS,
+    marker_file,
+    markers,
+    run_file,
+    run_files,
+    write_atomic,
+    write_table,
+)
 
 
 class Incompatible(BadInput):
     """The results folder holds rows that cannot be compared with the ones this sweep would add."""
 
 
-@dataclass(frozen=True)
-class Planned:
-    """A run the sweep is asked for, with what makes its rows comparable."""
-
-    step: str
-    seed: int
-    recipe_hash: str
-    quick: bool
+def rows(run: Run, history: list[dict[str, Any]], **columns: Any) -> list[dict[str, Any]]:
+    """A finished run's epoch rows, assembled in this one place: each epoch's record from the worker (the trainer's
+    metrics, the worker's host, device and torch version, its ``wall_time`` in epoch seconds), the run's fixed
+    columns, and the sweep's ``columns`` (sweep id, driver versions)."""
+    fixed = {**run.columns, **columns}
+    return [{**r, **fixed, "wall_time": dt.datetime.fromtimestamp(r["wall_time"], dt.timezone.utc)} for r in history]
 
 
-def seed_file(out: Path, kind: str, step: str, seed: int) -> Path:
-    return out / kind / f"step={step}" / f"seed-{seed:04d}.parquet"
-
-
-def marker_file(out: Path, step: str, seed: int) -> Path:
-    return out / RUNS / step / f"seed-{seed:04d}.json"
-
-
-def write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, then rename the temporary file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    table = pa.Table.from_pylist(rows, schema=schema)
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def write_run(out: Path, rows: list[dict[str, Any]], predictions: np.ndarray, labels: np.ndarray) -> None:
+def write_run(out: Path, run: Run, rows: list[dict[str, Any]], predictions: np.ndarray, labels: np.ndarray) -> None:
     """Write a finished run: its epoch rows, then its final-epoch predictions, then drop its in-flight marker."""
-    last = rows[-1]
-    step, seed = last["step"], last["seed"]
-    pred = {k: last[k] for k in ("step", "submission", "seed", "run_id", "recipe_hash", "quick", "epoch")}
-    pred.update(n=len(predictions), pred=predictions.astype(np.uint8).tobytes(),
-                correct=np.packbits(predictions == labels).tobytes())  # fmt: skip
-    write_table(seed_file(out, EPOCHS, step, seed), rows, EPOCH_SCHEMA)
-    write_table(seed_file(out, PREDICTIONS, step, seed), [pred], PREDICTION_SCHEMA)
-    marker_file(out, step, seed).unlink(missing_ok=True)
+    pred = {**run.columns, "epoch": rows[-1]["epoch"], "n": len(predictions),
+            "pred": predictions.astype(np.uint8).tobytes(), "correct": np.packbits(predictions == labels).tobytes()}
+    write_table(run_file(out, EPOCHS, run.step, run.seed), rows, EPOCH_SCHEMA)
+    write_table(run_file(out, PREDICTIONS, run.step, run.seed), [pred], PREDICTION_SCHEMA)
+    marker_file(out, run.step, run.seed).unlink(missing_ok=True)
 
 
 def write_marker(out: Path, step: str, seed: int, **state: Any) -> None:
     """Record an unfinished run's state (epoch reached, checkpoint URI, error), merged into what is there."""
     path = marker_file(out, step, seed)
-    old = read_marker(path)
-    text = json.dumps({**old, **state}, indent=1)
+    text = json.dumps({**read_marker(path), **state}, indent=1)
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
@@ -118,59 +73,60 @@ def read_marker(path: Path) -> dict[str, Any]:
 
 
 def finished(out: Path) -> dict[tuple[str, int], tuple[str, bool]]:
-    """(step, seed) -> (recipe_hash, quick) of every finished run, read from the epoch files' footers."""
+    """(step, seed) -> (recipe_hash, quick) of every finished run, read from the epoch files."""
     done = {}
-    for f in sorted((out / EPOCHS).glob("step=*/seed-*.parquet")):
+    for step, seed, path in run_files(out, EPOCHS):
         try:
-            table = pq.read_table(f, columns=["recipe_hash", "quick"])
+            table = pq.read_table(path, columns=["recipe_hash", "quick"])
         except (pa.ArrowException, OSError) as e:
-            raise Incompatible(f"{f} is not a results file of this tool ({str(e).splitlines()[0]})") from None
-        step, seed = f.parent.name.split("=", 1)[1], int(re.findall(r"\d+", f.stem)[0])
+            raise Incompatible(f"{path} is not a results file of this tool ({str(e).splitlines()[0]})") from None
         if table.num_rows:
             done[(step, seed)] = (table["recipe_hash"][0].as_py(), table["quick"][0].as_py())
     return done
 
 
-def check_compatible(out: Path, planned: Iterable[Planned]) -> None:
-    """Refuse to add runs under a step whose existing rows were made with another recipe hash or quick flag."""
+def check_compatible(out: Path, done: dict[tuple[str, int], tuple[str, bool]], runs: Iterable[Run]) -> None:
+    """Refuse to add runs under a step whose finished runs (``done``, from :func:`finished`) were made with another
+    recipe hash or quick flag."""
     existing: dict[str, tuple[str, bool]] = {}
-    for (step, _), key in finished(out).items():
+    for (step, _), key in done.items():
         existing.setdefault(step, key)
-    for p in planned:
-        if p.step in existing and existing[p.step] != (p.recipe_hash, p.quick):
-            have_hash, have_quick = existing[p.step]
-            kind = lambda h, q: f"{'quick' if q else 'full'} rows with recipe {h}"  # noqa: E731
-            raise Incompatible(
-                f"{out} holds {kind(have_hash, have_quick)} for {p.step}; this sweep would add "
-                f"{kind(p.recipe_hash, p.quick)}: use another --out"
-            )
+
+    def kind(recipe_hash: str, quick: bool) -> str:
+        return f"{'quick' if quick else 'full'} rows with recipe {recipe_hash}"
+
+    for run in runs:
+        if existing.get(run.step, (run.recipe_hash, run.quick)) != (run.recipe_hash, run.quick):
+            raise Incompatible(f"{out} holds {kind(*existing[run.step])} for {run.step}; this sweep would add "
+                               f"{kind(run.recipe_hash, run.quick)}: use another --out")
 
 
-def write_steps(out: Path, rows: list[dict[str, Any]]) -> None:
-    """Merge step metadata rows into ``steps.parquet`` (a step's row is replaced by the newer one)."""
+def write_steps(out: Path, runs: Iterable[Run]) -> None:
+    """Merge the ``steps.parquet`` rows of the runs' steps into what is there (a step's row is replaced)."""
     path = out / STEPS
     old = pq.read_table(path).to_pylist() if path.exists() else []
-    merged = {r["step"]: r for r in old + rows}
+    merged = {r["step"]: r for r in old} | {step: step_row(run) for step, run in {r.step: r for r in runs}.items()}
     write_table(path, [merged[k] for k in sorted(merged)], STEP_SCHEMA)
 
 
-def step_row(step, recipe, recipe_hash: str, params: int) -> dict[str, Any]:
-    """The ``steps.parquet`` row of a zoo step, as run with ``recipe``."""
+def step_row(run: Run) -> dict[str, Any]:
+    """The ``steps.parquet`` row of a run's step, as run with its recipe."""
+    step = zoo.get_step(run.step)
     c = step.claims
     return {
         "step": step.name, "submission": step.submission, "order": step.order, "title": step.title,
-        "source": step.source, "params": params, "epochs": step.recipe.epochs, "batch_size": recipe.batch_size,
-        "recipe": json.dumps(dataclasses.asdict(recipe)), "recipe_hash": recipe_hash,
-        "claimed_params": c.params, "claimed_best_test": c.best_test, "claimed_best_train": c.best_train,
-        "claimed_best_epoch": c.best_epoch, "claimed_log": list(c.log) or None, "claim_note": c.note,
-        "assumptions": step.assumption_lines(),
-    }  # fmt: skip
+        "source": step.source, "params": run.params, "epochs": step.recipe.epochs,
+        "batch_size": run.recipe.batch_size, "recipe": json.dumps(dataclasses.asdict(run.recipe)),
+        "recipe_hash": run.recipe_hash, "claimed_params": c.params, "claimed_best_test": c.best_test,
+        "claimed_best_train": c.best_train, "claimed_best_epoch": c.best_epoch, "claimed_log": list(c.log) or None,
+        "claim_note": c.note, "assumptions": step.assumption_lines(),
+    }
 
 
 @dataclass
 class StepStatus:
     done: list[int] = dataclasses.field(default_factory=list)
-    partial: dict[int, str] = dataclasses.field(default_factory=dict)  # seed -> "epoch 3/15" / "running 3/15"
+    partial: dict[int, str] = dataclasses.field(default_factory=dict)  # seed -> "running 3/15" / "stopped at ..."
     failed: dict[int, str] = dataclasses.field(default_factory=dict)  # seed -> one-line error
 
 
@@ -186,10 +142,8 @@ def status(out: Path) -> dict[str, StepStatus]:
             live = False
     except Timeout:
         live = True
-    for path in sorted((out / RUNS).glob("*/seed-*.json")):
-        m = read_marker(path)
-        s = result.setdefault(path.parent.name, StepStatus())
-        seed = int(re.findall(r"\d+", path.stem)[0])
+    for step, seed, path in markers(out):
+        m, s = read_marker(path), result.setdefault(step, StepStatus())
         if m.get("error"):
             s.failed[seed] = m["error"]
         elif seed not in s.done:

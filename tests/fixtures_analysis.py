@@ -1,8 +1,8 @@
-"""Write real results folders (docs/results-format.md) with pyarrow, for the analysis tests.
+"""Write real results folders for the analysis tests, in the format the sweep's driver writes (sweeps.layout: the
+same file names, schemas and atomic writes).
 
-`write_run` writes one finished run as the sweep's driver does (sweeps/results.py: the same file names
-`step=<name>/seed-<SSSS>.parquet`, columns and types, `step` both as the partition folder and as a column);
-`write_steps` writes steps.parquet; `write_demo` writes a small realistic sweep of seeded random trajectories.
+`write_run` writes one finished run; `write_steps` writes steps.parquet; `write_demo` writes a small realistic sweep
+of seeded random trajectories.
 """
 
 from __future__ import annotations
@@ -11,32 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-EPOCH_SCHEMA = pa.schema([
-    ("step", pa.string()), ("submission", pa.string()), ("seed", pa.int64()),
-    ("epoch", pa.int32()), ("epochs", pa.int32()),
-    ("train_loss", pa.float64()), ("train_acc", pa.float64()), ("test_loss", pa.float64()),
-    ("test_acc", pa.float64()), ("test_correct", pa.int32()), ("test_total", pa.int32()), ("lr", pa.float64()),
-    ("epoch_seconds", pa.float64()), ("images_per_sec", pa.float64()), ("params", pa.int64()),
-    ("run_id", pa.string()), ("sweep_id", pa.string()), ("recipe_hash", pa.string()), ("quick", pa.bool_()),
-    ("overrides", pa.string()), ("precision", pa.string()), ("device", pa.string()), ("host", pa.string()),
-    ("torch_version", pa.string()), ("ray_version", pa.string()), ("project_version", pa.string()),
-    ("wall_time", pa.timestamp("us", tz="UTC")),
-])
-PREDICTION_SCHEMA = pa.schema([
-    ("step", pa.string()), ("submission", pa.string()), ("seed", pa.int64()),
-    ("run_id", pa.string()), ("recipe_hash", pa.string()), ("quick", pa.bool_()),
-    ("epoch", pa.int32()), ("n", pa.int32()), ("pred", pa.binary()), ("correct", pa.binary()),
-])
-STEP_SCHEMA = pa.schema([
-    ("step", pa.string()), ("submission", pa.string()), ("order", pa.int32()), ("title", pa.string()),
-    ("source", pa.string()), ("params", pa.int64()), ("epochs", pa.int32()), ("batch_size", pa.int32()),
-    ("recipe", pa.string()), ("recipe_hash", pa.string()), ("claimed_params", pa.int64()),
-    ("claimed_best_test", pa.float64()), ("claimed_best_train", pa.float64()), ("claimed_best_epoch", pa.int32()),
-    ("claimed_log", pa.list_(pa.float64())), ("claim_note", pa.string()), ("assumptions", pa.list_(pa.string())),
-])
+from sweeps.layout import EPOCH_SCHEMA, EPOCHS, PREDICTION_SCHEMA, PREDICTIONS, STEP_SCHEMA, STEPS, run_file, write_table
+
 HASH = "0123456789ab"
 
 
@@ -45,36 +22,23 @@ def write_run(out: Path, step: str, seed: int, accs, *, submission: str = "000",
               correct=None) -> None:
     """One finished run: its epoch rows (test accuracies `accs`, percent, multiples of 0.01) and, when `correct`
     (bool per test image) is given, its predictions row."""
-    n_epochs = len(accs)
-    test_correct = np.round(np.asarray(accs) * 100).astype(int)
-    run_id = f"{step}/seed={seed}/{recipe_hash}"
-    rows = {
-        "step": [step] * n_epochs, "submission": [submission] * n_epochs, "seed": [seed] * n_epochs,
-        "epoch": list(range(1, n_epochs + 1)),
-        "epochs": [epochs or n_epochs] * n_epochs, "train_loss": [0.05] * n_epochs, "train_acc": [99.0] * n_epochs,
-        "test_loss": [0.02] * n_epochs, "test_acc": list(test_correct / 10_000 * 100),
-        "test_correct": list(test_correct), "test_total": [10_000] * n_epochs, "lr": [0.01] * n_epochs,
-        "epoch_seconds": [1.5] * n_epochs, "images_per_sec": [40_000.0] * n_epochs, "params": [params] * n_epochs,
-        "run_id": [run_id] * n_epochs, "sweep_id": ["test-sweep"] * n_epochs,
-        "recipe_hash": [recipe_hash] * n_epochs, "quick": [quick] * n_epochs, "overrides": [overrides] * n_epochs,
-        "precision": ["fp32"] * n_epochs, "device": ["cpu"] * n_epochs, "host": ["test"] * n_epochs,
-        "torch_version": ["2.5.0"] * n_epochs, "ray_version": ["2.40.0"] * n_epochs,
-        "project_version": ["0.1.0"] * n_epochs,
-        "wall_time": [datetime(2025, 1, 1, tzinfo=timezone.utc)] * n_epochs,
-    }
-    _write(pa.table(rows, schema=EPOCH_SCHEMA), run_file(out, "epochs", step, seed))
+    fixed = {"submission": submission, "seed": seed, "run_id": f"{step}/seed={seed}/{recipe_hash}",
+             "recipe_hash": recipe_hash, "quick": quick}
+    rows = [
+        {**fixed, "epoch": epoch, "epochs": epochs or len(accs), "train_loss": 0.05, "train_acc": 99.0,
+         "test_loss": 0.02, "test_acc": correct_count / 10_000 * 100, "test_correct": correct_count,
+         "test_total": 10_000, "lr": 0.01, "epoch_seconds": 1.5, "images_per_sec": 40_000.0, "params": params,
+         "sweep_id": "test-sweep", "overrides": overrides, "precision": "fp32", "device": "cpu", "host": "test",
+         "torch_version": "2.5.0", "ray_version": "2.40.0", "project_version": "0.1.0",
+         "wall_time": datetime(2025, 1, 1, tzinfo=timezone.utc)}
+        for epoch, correct_count in enumerate(np.round(np.asarray(accs) * 100).astype(int).tolist(), start=1)
+    ]
+    write_table(run_file(out, EPOCHS, step, seed), rows, EPOCH_SCHEMA)
     if correct is not None:
         correct = np.asarray(correct, dtype=bool)
-        pred = {"step": [step], "submission": [submission], "seed": [seed], "run_id": [run_id],
-                "recipe_hash": [recipe_hash], "quick": [quick],
-                "epoch": [n_epochs], "n": [len(correct)], "pred": [bytes(len(correct))],
-                "correct": [np.packbits(correct).tobytes()]}
-        _write(pa.table(pred, schema=PREDICTION_SCHEMA), run_file(out, "predictions", step, seed))
-
-
-def run_file(out: Path, kind: str, step: str, seed: int) -> Path:
-    """Where the driver writes a run's `epochs` or `predictions` file."""
-    return out / kind / f"step={step}" / f"seed-{seed:04d}.parquet"
+        pred = {**fixed, "epoch": len(accs), "n": len(correct), "pred": bytes(len(correct)),
+                "correct": np.packbits(correct).tobytes()}
+        write_table(run_file(out, PREDICTIONS, step, seed), [pred], PREDICTION_SCHEMA)
 
 
 def write_steps(out: Path, steps: list[dict]) -> None:
@@ -82,8 +46,7 @@ def write_steps(out: Path, steps: list[dict]) -> None:
     defaults = {"title": "", "source": "", "batch_size": 64, "recipe": "{}", "recipe_hash": HASH,
                 "claimed_params": None, "claimed_best_test": None, "claimed_best_train": None,
                 "claimed_best_epoch": None, "claimed_log": None, "claim_note": "", "assumptions": []}
-    rows = [defaults | s for s in steps]
-    _write(pa.Table.from_pylist(rows, schema=STEP_SCHEMA), out / "steps.parquet")
+    write_table(out / STEPS, [defaults | s for s in steps], STEP_SCHEMA)
 
 
 def write_demo(out: Path, sizes=(3, 2), seeds: int = 8, random_state: int = 0) -> None:
@@ -112,9 +75,3 @@ def write_demo(out: Path, sizes=(3, 2), seeds: int = 8, random_state: int = 0) -
             write_run(out, step, seed, accs, submission=submission, params=params,
                       correct=None if seed == seeds - 1 else correct)
     write_steps(out, steps)
-
-
-def _write(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-

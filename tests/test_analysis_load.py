@@ -7,7 +7,8 @@ import pytest
 
 from analysis import ReportError
 from analysis.load import group_labels, load_results
-from tests.fixtures_analysis import run_file, write_run, write_steps
+from sweeps.layout import run_file
+from tests.fixtures_analysis import write_run, write_steps
 
 ACCS = [99.3, 99.45, 99.38]
 

@@ -10,19 +10,17 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
-import typer
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
-from analysis import cli, figures
+from analysis import figures
 from analysis.load import load_results
 from analysis.report import render_html, verdict_text
 from analysis.stats import Options, summarize
-from tests.fixtures_analysis import run_file, write_demo, write_run, write_steps
+from sweeps.cli import app
+from sweeps.layout import run_file
+from tests.fixtures_analysis import write_demo, write_run, write_steps
 
-app = typer.Typer()
-app.command("report")(cli.report)
-app.command("other")(lambda: None)  # two commands, as in the real app: `report` stays a subcommand
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome"))), None)
 
 

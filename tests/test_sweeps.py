@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cnn.train import METRICS
-from sweeps import results
+from sweeps import layout, results
 from sweeps.cli import app
 from sweeps.runner import SweepConfig, run_sweep
 from tests.conftest import SWEEP
@@ -29,7 +29,7 @@ def snapshot(out: Path) -> dict[str, bytes]:
 def test_rows_one_per_step_seed_epoch(sweep_results):
     rows = pd.read_parquet(sweep_results / "epochs")
     assert len(rows) == 2 * 2 * 2 and not rows.duplicated(KEY).any()
-    assert set(results.EPOCH_SCHEMA.names) <= set(rows.columns)
+    assert set(layout.EPOCH_SCHEMA.names) <= set(rows.columns)
     assert rows["quick"].all() and (rows["overrides"] == '{"epochs": 2}').all()
     assert (rows["test_total"] == 500).all() and rows["test_acc"].between(0, 100).all()
     assert rows.groupby("step")["recipe_hash"].nunique().eq(1).all()
@@ -97,8 +97,8 @@ class KillWorkerOnce:
             killed_at = None
 
             def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-                run, result = trial.config["spec"]["run"], trial.last_result
-                if (run["step"], run["seed"]) == (step, seed) and result["epoch"] == 1 and self.killed_at is None:
+                result = trial.last_result
+                if trial.config["run"] == f"{step}#{seed}" and result["epoch"] == 1 and self.killed_at is None:
                     self.killed_at = time.time()
                     os.kill(result["pid"], signal.SIGKILL)
 

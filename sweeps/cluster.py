@@ -1,0 +1,96 @@
+"""Where a sweep runs: Ray start-up, the resource checks made before anything is written, and the versions rows
+record."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import ray
+import torch
+
+from sweeps import BadSweep
+
+
+def check_resources(address: str | None, num_cpus: int | None, num_gpus: int | None, cpus_per_trial: float,
+                    gpus_per_trial: float) -> None:
+    """Resources of a local Ray, or that ``address`` answers at all; a cluster's nodes are checked once joined."""
+    if address:
+        if address != "auto":
+            host, _, port = address.removeprefix("ray://").rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except (OSError, ValueError):
+                raise BadSweep(f"cannot reach a Ray cluster at {address}") from None
+        return
+    cpus = num_cpus or os.cpu_count() or 1
+    gpus = num_gpus if num_gpus is not None else torch.cuda.device_count()
+    if cpus_per_trial > cpus:
+        raise BadSweep(f"--cpus-per-trial {cpus_per_trial:g} is more than the {cpus} CPUs here")
+    if gpus_per_trial > 0 and gpus == 0:
+        raise BadSweep("--gpus-per-trial needs a GPU, and none is visible (no CUDA device, or --num-gpus 0)")
+    if gpus_per_trial > gpus:
+        raise BadSweep(f"--gpus-per-trial {gpus_per_trial:g} is more than the {gpus} GPUs here")
+
+
+def check_nodes(cpus_per_trial: float, gpus_per_trial: float) -> None:
+    """That some live node of the joined cluster can hold one trial."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+    if cpus_per_trial > cpus:
+        raise BadSweep(f"--cpus-per-trial {cpus_per_trial:g} is more than any node has ({cpus:g} CPUs)")
+    if gpus_per_trial > gpus:
+        raise BadSweep(f"--gpus-per-trial {gpus_per_trial:g} is more than any node has ({gpus:g} GPUs)")
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe"):
+            pass
+    except OSError as e:
+        raise BadSweep(f"--out {out} is not writable ({e.strerror or e})") from None
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, num_cpus: int | None, num_gpus: int | None) -> Iterator[None]:
+    """Join ``address``, or start a local Ray; reuse one this process already started (tests share one)."""
+    if ray.is_initialized():
+        yield
+        return
+    kwargs = {"address": address} if address else {"num_cpus": num_cpus, "num_gpus": num_gpus}
+    try:
+        ray.init(**kwargs, include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadSweep(f"cannot start or join Ray at {address or 'a local instance'}: {reason}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def versions() -> dict[str, str]:
+    """The driver's versions, recorded in every row."""
+    return {"ray_version": ray.__version__, "project_version": project_version()}
+
+
+def project_version() -> str:
+    """The package version, plus the git commit when the code runs from a checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("cnn-sweeps")
+    except PackageNotFoundError:
+        v = "unknown"
+    with contextlib.suppress(Exception):
+        git = ["git", "rev-parse", "--short", "HEAD"]
+        sha = subprocess.run(git, cwd=Path(__file__).parent, text=True, capture_output=True, timeout=5).stdout.strip()
+        v += f"+g{sha}" if sha else ""
+    return v

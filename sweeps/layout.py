@@ -1,0 +1,192 @@
+"""The results folder's format, in one place: its layout, the three Parquet schemas with each column's meaning, the
+path builders and the iterators over run files and markers.
+
+It needs only pyarrow, so the writer (:mod:`sweeps.results`), the reader (:mod:`analysis.load`) and the tests'
+fixtures share it without importing Ray or torch. ``docs/results-format.md`` is generated from it
+(``python -m sweeps.layout > docs/results-format.md``), and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+EPOCHS, PREDICTIONS, RUNS, TUNE, STEPS = "epochs", "predictions", "runs", "tune", "steps.parquet"
+LOCK = ".sweep.lock"
+SEED_NAME = re.compile(r"seed-(\d+)\.(parquet|json)")  # seed-0007.parquet, seed-0007.json
+
+LAYOUT = f"""\
+OUT/
+  {STEPS}                          one row per step that has rows here (metadata, claims, assumptions)
+  {EPOCHS}/step=<name>/seed-<SSSS>.parquet one file per *finished* run: one row per epoch   (hive-partitioned by step)
+  {PREDICTIONS}/step=<name>/seed-<SSSS>.parquet one row per finished run: final-epoch per-example predictions
+  {RUNS}/<name>/seed-<SSSS>.json           in-flight state of a run not yet finished: epoch reached, checkpoint, error
+  {TUNE}/                                  Ray Tune's own experiment state (unless --storage points elsewhere)"""
+
+# (name, type, meaning). `step` is the hive partition (the `step=<name>` folder), so run files do not store it.
+EPOCH_COLUMNS = [
+    ("submission", pa.string(), "seed file prefix: `000` … `004`"),
+    ("seed", pa.int64(), "run seed"),
+    ("epoch", pa.int32(), "1-based epoch number"),
+    ("epochs", pa.int32(), "epochs this run trains for (the recipe's, or the `--epochs` / `--quick` override)"),
+    ("train_loss", pa.float64(), "mean training loss over the epoch"),
+    ("train_acc", pa.float64(), "training accuracy over the epoch, **percent** (on augmented images, dropout on)"),
+    ("test_loss", pa.float64(), "mean test loss"),
+    ("test_acc", pa.float64(), "test accuracy, **percent** (e.g. 99.41)"),
+    ("test_correct", pa.int32(), "correctly classified test images"),
+    ("test_total", pa.int32(), "test images evaluated (10,000)"),
+    ("lr", pa.float64(), "learning rate used during this epoch"),
+    ("epoch_seconds", pa.float64(), "wall seconds of the epoch (train + test)"),
+    ("images_per_sec", pa.float64(), "training images per second"),
+    ("params", pa.int64(), "trainable parameters"),
+    ("run_id", pa.string(), "`<step>/seed=<S>/<recipe_hash>`"),
+    ("sweep_id", pa.string(), "id of the `sweep run` invocation that finished the run"),
+    ("recipe_hash", pa.string(), "12 hex digits over the network and the effective recipe (incl. overrides and "
+     "quick); rows with different hashes under one step are not comparable"),
+    ("quick", pa.bool_(), "trained with `--quick` (10 % stratified train slice, 1 epoch unless --epochs)"),
+    ("overrides", pa.string(), "JSON object of recipe fields overridden on the command line, `{}` when none"),
+    ("precision", pa.string(), "`fp32` or `bf16`"),
+    ("device", pa.string(), "e.g. `cpu`, `NVIDIA H100 80GB HBM3`"),
+    ("host", pa.string(), "host name of the worker"),
+    ("torch_version", pa.string(), "torch version of the worker"),
+    ("ray_version", pa.string(), "Ray version of the driver"),
+    ("project_version", pa.string(), "package version, plus the git commit when known"),
+    ("wall_time", pa.timestamp("us", tz="UTC"), "when the epoch finished"),
+]
+PREDICTION_COLUMNS = [
+    *(c for c in EPOCH_COLUMNS if c[0] in ("submission", "seed", "run_id", "recipe_hash", "quick")),
+    ("epoch", pa.int32(), "the final epoch, whose predictions these are"),
+    ("n", pa.int32(), "number of test images (10,000)"),
+    ("pred", pa.binary(), "`n` bytes: predicted label (uint8) per test image, in test-set order"),
+    ("correct", pa.binary(), "`np.packbits` of the per-image correctness (bool), `ceil(n/8)` bytes"),
+]
+STEP_COLUMNS = [
+    ("step", pa.string(), "step name"),
+    ("submission", pa.string(), "`000` … `004`"),
+    ("order", pa.int32(), "position of the step within its submission's progression (1, 2, …)"),
+    ("title", pa.string(), "heading of the step in the seed file"),
+    ("source", pa.string(), "seed file name"),
+    ("params", pa.int64(), "trainable parameters"),
+    ("epochs", pa.int32(), "recipe epochs (the epoch budget the student used)"),
+    ("batch_size", pa.int32(), "recipe batch size"),
+    ("recipe", pa.string(), "JSON of the full recipe"),
+    ("recipe_hash", pa.string(), "hash of the recipe as run in this folder"),
+    ("claimed_params", pa.int64(), "parameter count the seed reported (nullable)"),
+    ("claimed_best_test", pa.float64(), "best test accuracy the seed reported, percent (nullable)"),
+    ("claimed_best_train", pa.float64(), "best train accuracy the seed reported, percent (nullable)"),
+    ("claimed_best_epoch", pa.int32(), "1-based epoch of the claimed best test accuracy (nullable)"),
+    ("claimed_log", pa.list_(pa.float64()), "the seed's own per-epoch test accuracy log, percent, epoch 1 first"),
+    ("claim_note", pa.string(), "where the seed contradicts itself, what we read it as"),
+    ("assumptions", pa.list_(pa.string()), "recipe values we assumed because the seed is silent, `field = value: why`"),
+]
+
+
+def _schema(columns) -> pa.Schema:
+    return pa.schema([(name, type_) for name, type_, _ in columns])
+
+
+EPOCH_SCHEMA, PREDICTION_SCHEMA, STEP_SCHEMA = map(_schema, (EPOCH_COLUMNS, PREDICTION_COLUMNS, STEP_COLUMNS))
+
+
+# --- paths ----------------------------------------------------------------------------------------------------------
+
+
+def run_file(out: Path, kind: str, step: str, seed: int) -> Path:
+    """A finished run's file under ``kind`` (:data:`EPOCHS` or :data:`PREDICTIONS`)."""
+    return out / kind / f"step={step}" / f"seed-{seed:04d}.parquet"
+
+
+def marker_file(out: Path, step: str, seed: int) -> Path:
+    """An unfinished run's in-flight marker."""
+    return out / RUNS / step / f"seed-{seed:04d}.json"
+
+
+def parse_seed(path: Path) -> int | None:
+    """The seed of ``seed-NNNN.parquet`` or ``seed-NNNN.json``; None for any other name (a writer's dot-named
+    temporary file, say)."""
+    match = SEED_NAME.fullmatch(path.name)
+    return int(match.group(1)) if match else None
+
+
+def run_files(out: Path, kind: str) -> Iterator[tuple[str, int, Path]]:
+    """(step, seed, path) of every run file under ``kind``, sorted by path."""
+    for path in sorted((out / kind).glob("step=*/seed-*.parquet")):
+        seed = parse_seed(path)
+        if seed is not None:
+            yield path.parent.name.removeprefix("step="), seed, path
+
+
+def markers(out: Path) -> Iterator[tuple[str, int, Path]]:
+    """(step, seed, path) of every in-flight marker, sorted by path."""
+    for path in sorted((out / RUNS).glob("*/seed-*.json")):
+        seed = parse_seed(path)
+        if seed is not None:
+            yield path.parent.name, seed, path
+
+
+# --- atomic writes --------------------------------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(tmp_path)``, then rename the temporary file onto ``path``: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    """Rows (dicts; keys outside ``schema`` are ignored) as one Parquet file, atomically."""
+    table = pa.Table.from_pylist(rows, schema=schema)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+# --- the documentation ----------------------------------------------------------------------------------------------
+
+
+def markdown() -> str:
+    """``docs/results-format.md``."""
+
+    def table(columns, first=()) -> str:
+        lines = ["| column | type | meaning |", "| --- | --- | --- |", *first]
+        return "\n".join(lines + [f"| {name} | {type_} | {meaning} |" for name, type_, meaning in columns])
+
+    step_row = "| step | string (hive partition) | step name, e.g. `s001-model3`: the `step=<name>` folder, not stored in "
+    step_row += "the files |"
+    return f"""\
+# The results folder (`--out`)
+
+<!-- Generated by `python -m sweeps.layout > docs/results-format.md` from sweeps/layout.py; do not edit by hand. -->
+
+`sweep run` writes, and `sweep report` / `sweep status` read, this layout. The sweep's driver is the only writer;
+every file is written to a temporary name in the same folder and renamed into place, so a reader never sees half a
+file.
+
+```
+{LAYOUT}
+```
+
+## `{EPOCHS}`: one row per (step, seed, epoch)
+
+{table(EPOCH_COLUMNS, [step_row])}
+
+## `{PREDICTIONS}`: one row per finished run
+
+{table(PREDICTION_COLUMNS, [step_row])}
+
+## `{STEPS}`: one row per step
+
+{table(STEP_COLUMNS)}
+"""
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
