@@ -28,6 +28,7 @@ def report(
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Level of every interval.")] = 0.95,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2_000,
     bootstrap_seed: Annotated[int, typer.Option(help="Seed of the bootstrap, for reproducible intervals.")] = 0,
+    json_: Annotated[bool, typer.Option("--json", help="Print the per-step summary as JSON instead of the table.")] = False,
 ) -> None:
     """Tell lucky from consistent: write the HTML report of a results folder and print its verdict table."""
     from analysis.load import load_results
@@ -37,9 +38,15 @@ def report(
     options = Options(target=target, last_k=last_k, epoch_budget=epoch_budget, max_params=max_params,
                       max_epochs=max_epochs, confidence=confidence, n_bootstrap=bootstrap,
                       random_state=bootstrap_seed)
+    results = load_results(out)
+    for source, target in results.quarantined:
+        typer.echo(f"moved damaged {source} to {target}; its run trains again at the next sweep run", err=True)
     try:
-        paths = write_report(load_results(out), html or out / "report.html", options)
+        paths = write_report(results, html or out / "report.html", options)
     except OSError as e:
         raise ReportError(f"cannot write the report: {e}") from None
+    if json_:
+        typer.echo(paths.summary.steps.to_json(orient="records", indent=1, default_handler=str))
+        return
     typer.echo(verdict_text(paths.summary))
     typer.echo(f"\nreport: {paths.html}\ntables: {paths.steps_csv}, {paths.runs_csv}, {paths.progression_csv}")

@@ -1,6 +1,8 @@
 """Read a results folder (docs/results-format.md) into three DataFrames: epochs, predictions, steps.
 
-This module is the only reader of the folder. It refuses bad input with one `ReportError` line: a missing folder,
+This module is the only reader of the folder. A run with a file Parquet cannot read is first moved aside into
+`quarantine/` (`sweeps.layout.quarantine_damaged`), so that it blocks no other step. It refuses bad input with one
+`ReportError` line: a missing folder,
 a folder with no finished run, a file Parquet cannot read (corrupt or half written), a file without the columns the
 report needs, or duplicate rows for one (step, seed, epoch). Run files are found as `sweeps.layout` names them
 (`step=<name>/seed-<SSSS>.parquet`); any other name, such as the atomic writer's dot-named temporary file, is not a
@@ -10,13 +12,16 @@ epochs but not yet its predictions; `predictions` then simply lacks that run. Ru
 
 Comparable groups
 -----------------
-Rows are pooled only within a *comparable group*: one step, one recipe hash, one `quick` flag. Quick rows train on
+Rows are pooled only within a *comparable group*: one step, one recipe hash, one `quick` flag, one precision
+(`sweeps.layout.COMPARABLE`). Quick rows train on
 a tenth of the data for a short run, and a different hash means a different effective recipe, so pooling across
 groups would mix different experiments. Groups are never merged and never dropped; each row gets a `group` label
 that is the step name, extended only as far as needed to tell the step's groups apart:
 
 - `<step> [quick]` for quick rows, when the folder holds both quick and full rows;
-- `<step> @<first 7 hash digits>`, when the step has rows under more than one recipe hash with the same quick flag.
+- `<step> [bf16]` for bf16 rows, when the folder holds rows of more than one precision;
+- `<step> @<first 7 hash digits>`, when the step has rows under more than one recipe hash with the same quick flag
+  and precision.
 
 A folder from one quick sweep therefore reads `s001-model3` (the report states that all runs are quick), and a
 folder that mixes reads `s001-model3 [quick]` next to `s001-model3`. Every statistic and figure is per group, and a
@@ -36,8 +41,8 @@ import pyarrow.parquet as pq
 from analysis import ReportError
 from sweeps import layout
 
-GROUP_KEY = ["step", "recipe_hash", "quick"]
-EPOCH_COLUMNS = {"submission", "seed", "epoch", "epochs", "test_acc", "test_total", "params", "recipe_hash", "quick"}
+GROUP_KEY = ["step", *layout.COMPARABLE]
+EPOCH_COLUMNS = {"submission", "seed", "epoch", "epochs", "test_acc", "test_total", "params", *layout.COMPARABLE}
 PREDICTION_COLUMNS = {"seed", "recipe_hash", "quick", "epoch", "n", "correct"}
 STEP_COLUMNS = {"step", "submission", "order", "params", "epochs"}
 STEP_OPTIONAL = ["title", "source", "recipe_hash", "claimed_params", "claimed_best_test", "claimed_best_train",
@@ -53,6 +58,7 @@ class Results:
     steps: pd.DataFrame  # one row per step with rows: metadata, claims, assumptions
     out: Path
     unfinished: dict[str, int] = field(default_factory=dict)  # step -> runs in flight, interrupted or failed
+    quarantined: list[tuple[Path, Path]] = field(default_factory=list)  # damaged files moved aside now: (from, to)
 
 
 def load_results(out: Path) -> Results:
@@ -60,6 +66,7 @@ def load_results(out: Path) -> Results:
     out = Path(out)
     if not out.is_dir():
         raise ReportError(f"{out}: no such results folder")
+    quarantined = layout.quarantine_damaged(out)
     epochs = _read_runs(out, layout.EPOCHS, EPOCH_COLUMNS)
     if epochs.empty:
         raise ReportError(f"{out}: no finished runs yet (no rows under epochs/)")
@@ -70,19 +77,23 @@ def load_results(out: Path) -> Results:
     keys = epochs[GROUP_KEY].drop_duplicates().reset_index(drop=True)
     keys["group"] = group_labels(keys)
     epochs = epochs.merge(keys, on=GROUP_KEY, how="left")
-    runs = epochs[["seed", *GROUP_KEY, "group"]].drop_duplicates()  # predictions count only beside their epoch rows
-    predictions = predictions.merge(runs, on=["seed", *GROUP_KEY]) if len(predictions) else predictions.assign(group="")
+    # predictions count only beside their own run's epoch rows
+    runs = epochs[["step", "seed", "recipe_hash", "quick", "group"]].drop_duplicates()
+    match = ["step", "seed", "recipe_hash", "quick"]
+    predictions = predictions.merge(runs, on=match) if len(predictions) else predictions.assign(group="")
     return Results(epochs=epochs, predictions=predictions, steps=_steps(out / layout.STEPS, epochs), out=out,
-                   unfinished=_unfinished(out, epochs))
+                   unfinished=_unfinished(out, epochs), quarantined=quarantined)
 
 
 def group_labels(keys: pd.DataFrame) -> pd.Series:
-    """Label each unique (step, recipe_hash, quick) row as described in the module doc."""
-    quick = keys["quick"].astype(bool)
+    """Label each unique (step, recipe_hash, quick, precision) row as described in the module doc."""
+    quick, precision = keys["quick"].astype(bool), keys["precision"].astype(str)
     label = keys["step"].astype(str)
     if quick.nunique() > 1:
         label = label.where(~quick, label + " [quick]")
-    hashes = keys.groupby(["step", "quick"])["recipe_hash"].transform("nunique")
+    if precision.nunique() > 1:
+        label = label.where(precision == "fp32", label + " [" + precision + "]")
+    hashes = keys.groupby(["step", "quick", "precision"])["recipe_hash"].transform("nunique")
     return label.where(hashes == 1, label + " @" + keys["recipe_hash"].astype(str).str[:7])
 
 
@@ -133,7 +144,8 @@ def _steps(path: Path, epochs: pd.DataFrame) -> pd.DataFrame:
         submission=("submission", "first"), params=("params", "first"), epochs=("epochs", "max"))
     steps = pd.concat([df for df in (steps, bare) if not df.empty], ignore_index=True)
     steps = steps[steps["step"].isin(epochs["step"])].reset_index(drop=True)
-    return steps.reindex(columns=list(dict.fromkeys([*steps.columns, *STEP_OPTIONAL])))  # optional columns as NaN
+    columns = dict.fromkeys([*sorted(STEP_COLUMNS), *steps.columns, *STEP_OPTIONAL])
+    return steps.reindex(columns=list(columns))  # a bare row's order and the optional columns as NaN
 
 
 def _unfinished(out: Path, epochs: pd.DataFrame) -> dict[str, int]:

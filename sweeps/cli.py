@@ -3,6 +3,9 @@ stderr and exit code 2."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,14 +18,25 @@ from cnn.errors import BadInput
 
 
 class OneLineErrors(TyperGroup):
-    """The one place where the library's bad-input errors become one line on stderr and exit code 2."""
+    """The one place where bad input becomes one line on stderr and exit code 2: the library's ``BadInput`` errors
+    and typer's own usage errors alike."""
 
-    def invoke(self, ctx):
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
         try:
-            return super().invoke(ctx)
+            code = super().main(*args, standalone_mode=False, **kwargs)  # returns typer.Exit's code (130: Ctrl-C)
         except BadInput as e:
             typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
+            code = 2
+        except Exception as e:  # typer's usage errors (its vendored click's) format themselves
+            if not hasattr(e, "format_message"):
+                raise
+            if e.format_message():  # empty after no_args_is_help has shown the help
+                typer.echo(f"error: {e.format_message()}", err=True)
+            code = 2
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
 
 app = typer.Typer(
@@ -34,6 +48,23 @@ app = typer.Typer(
     add_completion=False,
 )
 OUT_HELP = "Results folder (a Parquet dataset)."
+
+
+def _version(value: bool) -> None:
+    if value:
+        from sweeps import project_version
+
+        typer.echo(f"sweep (cnn-sweeps) {project_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+) -> None:
+    pass
 
 
 @app.command()
@@ -76,62 +107,119 @@ def steps(name: Annotated[Optional[str], typer.Argument(help="Show one step in f
 @app.command()
 def run(
     steps: Annotated[list[str], typer.Argument(help="Step names or glob patterns (quote them), or 'all'.")],
-    seeds: Annotated[Optional[int], typer.Option(help="Seeds per step [default: 5, or 2 with --quick].")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Seeds per step.", show_default="5, or 2 with --quick")] = None,
     seed_start: Annotated[int, typer.Option(help="First seed; raise it to add seeds to an existing sweep.")] = 0,
     out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("results"),
-    num_cpus: Annotated[Optional[int], typer.Option(help="CPUs for a local Ray [default: all].")] = None,
-    num_gpus: Annotated[Optional[int], typer.Option(help="GPUs for a local Ray [default: all].")] = None,
+    num_cpus: Annotated[Optional[int], typer.Option(help="CPUs for a local Ray.", show_default="all")] = None,
+    num_gpus: Annotated[Optional[int], typer.Option(help="GPUs for a local Ray.", show_default="all")] = None,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs (and torch threads) per run.")] = 1,
     gpus_per_trial: Annotated[float, typer.Option(help="GPUs per run; fractions share a GPU. >0 trains on CUDA.")] = 0,
-    address: Annotated[Optional[str], typer.Option(help="Join a running Ray cluster, e.g. 'auto' on its head.")] = None,
-    storage: Annotated[Optional[str], typer.Option(help="Where Tune keeps its state: a path or s3://… [default: OUT/tune].")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Override every recipe's epochs (recorded as an override).")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="MNIST folder (holding MNIST/raw) [default: $SWEEP_DATA_DIR or ~/.cache/cnn-sweeps].")] = None,
+    address: Annotated[
+        Optional[str], typer.Option(help="Join a running Ray cluster, e.g. 'auto' on its head.", show_default="local")
+    ] = None,
+    storage: Annotated[
+        Optional[str], typer.Option(help="Where Tune keeps its state: a path or s3://….", show_default="OUT/tune")
+    ] = None,
+    epochs: Annotated[
+        Optional[int], typer.Option(help="Override every recipe's epochs (recorded).", show_default="the recipe's")
+    ] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(help="MNIST folder (holding MNIST/raw).", show_default="$SWEEP_DATA_DIR or ~/.cache/cnn-sweeps"),
+    ] = None,
     quick: Annotated[bool, typer.Option(help="10 % stratified train slice, 1 epoch, full test set; rows marked quick.")] = False,
     bf16: Annotated[bool, typer.Option(help="Train under bf16 autocast (recorded with the rows) instead of fp32.")] = False,
     max_failures: Annotated[int, typer.Option(help="Retries of a run whose worker fails, from its last checkpoint.")] = 2,
+    dry_run: Annotated[bool, typer.Option(help="Print what would be trained, resumed and kept; start nothing.")] = False,
 ) -> None:
     """Train every (step, seed) run that the results folder does not hold yet, spread over Ray.
 
     Re-running the same command finishes an interrupted sweep: finished runs are kept, unfinished ones continue from
     their last checkpoint, and raising --seeds adds only the new seeds.
     """
-    from sweeps.runner import SweepConfig, run_sweep
+    from sweeps.runner import SweepConfig, prepare, run_sweep
 
     config = SweepConfig(
         steps=tuple(steps), seeds=seeds if seeds is not None else (2 if quick else 5), seed_start=seed_start,
         out=out, data_dir=data_dir, num_cpus=num_cpus, num_gpus=num_gpus, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, storage=storage, epochs=epochs, quick=quick,
         precision="bf16" if bf16 else "fp32", max_failures=max_failures,
-    )  # fmt: skip
+    )
+    if dry_run:
+        _print_plan(prepare(config))
+        return
     summary = run_sweep(config)
-    typer.echo(f"sweep {summary.sweep_id}: {summary.planned} runs asked, {summary.already_done} already in {out}, "
-               f"{summary.trained} trained now in {summary.seconds:.0f} s, {len(summary.failed)} failed")  # fmt: skip
+    sweep = summary.plan
+    _say_quarantined(sweep.quarantined)
+    typer.echo(f"sweep {summary.sweep_id}: {len(sweep.runs)} runs asked, {len(sweep.done)} already in {out}, "
+               f"{len(summary.trained)} trained now ({summary.resumed} resumed) in {summary.seconds:.0f} s, "
+               f"{len(summary.failed)} failed")
     for line in summary.failed:
         typer.echo(f"  failed: {line}", err=True)
+    if summary.unfinished:
+        again = shlex.join(["sweep", *sys.argv[1:]])
+        typer.echo(f"interrupted: {summary.unfinished} of {len(sweep.todo)} runs unfinished (finished runs are "
+                   f"saved); continue with: {again}", err=True)
+        raise typer.Exit(130)
     if summary.failed:
         typer.echo("re-run the same command to retry the failed runs", err=True)
         raise typer.Exit(1)
 
 
+def _print_plan(sweep) -> None:
+    """Per step: seeds done, seeds that resume (from which epoch), seeds trained new; and the model-epochs."""
+    _say_quarantined(sweep.quarantined)
+    typer.echo(f"plan for {sweep.out} (dry run: nothing started)")
+    typer.echo(f"{'step':<17} {'done':<12} {'resume (epochs held)':<24} new")
+    by_step: dict[str, list] = {}
+    for run in sweep.runs:
+        by_step.setdefault(run.step, []).append(run)
+    for step, runs in by_step.items():
+        done = [r.seed for r in runs if r.name in sweep.done]
+        resume = [f"{r.seed} ({sweep.resume[r.name][1]}/{r.recipe.epochs})" for r in runs if r.name in sweep.resume]
+        new = [r.seed for r in runs if r.name not in sweep.done and r.name not in sweep.resume]
+        typer.echo(f"{step:<17} {_ranges(done):<12} {', '.join(resume) or '-':<24} {_ranges(new)}")
+    todo = sweep.todo
+    total = sum(r.recipe.epochs for r in sweep.runs)
+    typer.echo(f"{len(todo)} of {len(sweep.runs)} runs to train: {sum(map(sweep.epochs_left, todo))} model-epochs "
+               f"of {total} in all")
+
+
+def _say_quarantined(moved) -> None:
+    for source, target in moved:
+        typer.echo(f"moved damaged {source} to {target}; its run trains again", err=True)
+
+
 @app.command()
-def status(out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("results")) -> None:
-    """Show per step the seeds done, unfinished (running or interrupted) and failed. Reads only the results folder."""
+def status(
+    out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("results"),
+    json_: Annotated[bool, typer.Option("--json", help="Print the status as JSON, for scripts.")] = False,
+) -> None:
+    """Show per step the seeds done, unfinished (running or interrupted) and failed, and any quarantined files.
+    Reads only the results folder (and moves damaged files aside)."""
+    from sweeps.layout import quarantine_damaged, quarantined
     from sweeps.results import status as read_status
 
     if not out.is_dir():
         raise BadInput(f"no results folder at {out}")
-    table = read_status(out)
+    _say_quarantined(quarantine_damaged(out))
+    table, aside = read_status(out), quarantined(out)
+    if json_:
+        steps = {step: dataclasses.asdict(s) for step, s in table.items()}
+        typer.echo(json.dumps({"out": str(out), "steps": steps, "quarantined": [str(p) for p in aside]}, indent=1))
+        return
     if not table:
         typer.echo(f"no runs in {out} yet")
-        return
-    typer.echo(f"{'step':<17} {'done':>4} {'unfinished':>10} {'failed':>6}  seeds done")
+    else:
+        typer.echo(f"{'step':<17} {'done':>4} {'unfinished':>10} {'failed':>6}  seeds done")
     for step, s in table.items():
         typer.echo(f"{step:<17} {len(s.done):>4} {len(s.partial):>10} {len(s.failed):>6}  {_ranges(s.done)}")
         for seed, state in sorted(s.partial.items()):
             typer.echo(f"    seed {seed}: {state}")
         for seed, error in sorted(s.failed.items()):
             typer.echo(f"    seed {seed}: failed: {error}")
+    for path in aside:
+        typer.echo(f"quarantined: {path}")
 
 
 def _ranges(seeds: list[int]) -> str:
@@ -149,14 +237,5 @@ app.command("report")(report)
 
 
 def main() -> None:
-    """Console entry point: typer's own usage errors become one line and exit code 2, too."""
-    try:
-        code = app(standalone_mode=False)  # click returns typer.Exit's code instead of exiting
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as e:  # click's UsageError family (vendored inside newer typer) formats itself
-        if not hasattr(e, "format_message"):
-            raise
-        typer.echo(f"error: {e.format_message()}", err=True)
-        sys.exit(2)
-    sys.exit(code if isinstance(code, int) else 0)
+    """Console entry point."""
+    app()

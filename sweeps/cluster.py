@@ -1,12 +1,11 @@
-"""Where a sweep runs: Ray start-up, the resource checks made before anything is written, and the versions rows
-record."""
+"""Where a sweep runs: Ray start-up, the resource checks made before anything is written, and the driver's versions
+that rows record."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -14,7 +13,7 @@ from typing import Iterator
 import ray
 import torch
 
-from sweeps import BadSweep
+from sweeps import BadSweep, project_version
 
 
 def check_resources(address: str | None, num_cpus: int | None, num_gpus: int | None, cpus_per_trial: float,
@@ -28,8 +27,10 @@ def check_resources(address: str | None, num_cpus: int | None, num_gpus: int | N
             except (OSError, ValueError):
                 raise BadSweep(f"cannot reach a Ray cluster at {address}") from None
         return
-    cpus = num_cpus or os.cpu_count() or 1
-    gpus = num_gpus if num_gpus is not None else torch.cuda.device_count()
+    cpus, visible = num_cpus or os.cpu_count() or 1, torch.cuda.device_count()
+    gpus = num_gpus if num_gpus is not None else visible
+    if gpus > visible:
+        raise BadSweep(f"--num-gpus {gpus} is more than the {visible} CUDA devices visible here")
     if cpus_per_trial > cpus:
         raise BadSweep(f"--cpus-per-trial {cpus_per_trial:g} is more than the {cpus} CPUs here")
     if gpus_per_trial > 0 and gpus == 0:
@@ -49,13 +50,28 @@ def check_nodes(cpus_per_trial: float, gpus_per_trial: float) -> None:
         raise BadSweep(f"--gpus-per-trial {gpus_per_trial:g} is more than any node has ({gpus:g} GPUs)")
 
 
-def check_writable(out: Path) -> None:
+def check_storage(storage: str | None) -> None:
+    """That ``--storage`` is a writable folder or a URI that pyarrow can open (s3://, gs://, ...)."""
+    if storage is None:
+        return
+    if "://" not in storage:
+        return check_writable(Path(storage), "--storage")
+    import pyarrow as pa
+    import pyarrow.fs
+
+    try:
+        pyarrow.fs.FileSystem.from_uri(storage)
+    except (pa.ArrowException, ValueError, OSError) as e:
+        raise BadSweep(f"--storage {storage} cannot be used: {str(e).splitlines()[0]}") from None
+
+
+def check_writable(out: Path, option: str = "--out") -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".probe"):
             pass
     except OSError as e:
-        raise BadSweep(f"--out {out} is not writable ({e.strerror or e})") from None
+        raise BadSweep(f"{option} {out} is not writable ({e.strerror or e})") from None
 
 
 @contextlib.contextmanager
@@ -79,18 +95,3 @@ def ray_session(address: str | None, num_cpus: int | None, num_gpus: int | None)
 def versions() -> dict[str, str]:
     """The driver's versions, recorded in every row."""
     return {"ray_version": ray.__version__, "project_version": project_version()}
-
-
-def project_version() -> str:
-    """The package version, plus the git commit when the code runs from a checkout."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        v = version("cnn-sweeps")
-    except PackageNotFoundError:
-        v = "unknown"
-    with contextlib.suppress(Exception):
-        git = ["git", "rev-parse", "--short", "HEAD"]
-        sha = subprocess.run(git, cwd=Path(__file__).parent, text=True, capture_output=True, timeout=5).stdout.strip()
-        v += f"+g{sha}" if sha else ""
-    return v

@@ -17,7 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 EPOCHS, PREDICTIONS, RUNS, TUNE, STEPS = "epochs", "predictions", "runs", "tune", "steps.parquet"
+QUARANTINE = "quarantine"
 LOCK = ".sweep.lock"
+# Rows of one step are pooled, and added to, only where these agree; anything else that changes the numbers is in
+# the recipe hash (network, recipe, overrides, quick).
+COMPARABLE = ["recipe_hash", "quick", "precision"]
 SEED_NAME = re.compile(r"seed-(\d+)\.(parquet|json)")  # seed-0007.parquet, seed-0007.json
 
 LAYOUT = f"""\
@@ -26,7 +30,8 @@ OUT/
   {EPOCHS}/step=<name>/seed-<SSSS>.parquet one file per *finished* run: one row per epoch   (hive-partitioned by step)
   {PREDICTIONS}/step=<name>/seed-<SSSS>.parquet one row per finished run: final-epoch per-example predictions
   {RUNS}/<name>/seed-<SSSS>.json           in-flight state of a run not yet finished: epoch reached, checkpoint, error
-  {TUNE}/                                  Ray Tune's own experiment state (unless --storage points elsewhere)"""
+  {TUNE}/                                  Ray Tune's own experiment state (unless --storage points elsewhere)
+  {QUARANTINE}/                            damaged files moved aside (same relative paths); their runs train again"""
 
 # (name, type, meaning). `step` is the hive partition (the `step=<name>` folder), so run files do not store it.
 EPOCH_COLUMNS = [
@@ -127,6 +132,38 @@ def markers(out: Path) -> Iterator[tuple[str, int, Path]]:
         seed = parse_seed(path)
         if seed is not None:
             yield path.parent.name, seed, path
+
+
+def quarantine_damaged(out: Path) -> list[tuple[Path, Path]]:
+    """Move aside every run with a file Parquet cannot read, and an unreadable ``steps.parquet``, into
+    ``OUT/quarantine/`` under the same relative path (never deleting, never overwriting), so that one damaged file
+    blocks nothing: the run counts as not finished and trains again. Returns the (from, to) pairs moved."""
+    damaged = {(step, seed) for kind in (EPOCHS, PREDICTIONS) for step, seed, path in run_files(out, kind)
+               if not _readable(path)}
+    paths = [run_file(out, kind, step, seed) for step, seed in sorted(damaged) for kind in (EPOCHS, PREDICTIONS)]
+    paths += [out / STEPS] if (out / STEPS).exists() and not _readable(out / STEPS) else []
+    moved = []
+    for path in filter(Path.exists, paths):
+        target = out / QUARANTINE / path.relative_to(out)
+        while target.exists():
+            target = target.with_name(target.name + "~")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(target)
+        moved.append((path, target))
+    return moved
+
+
+def quarantined(out: Path) -> list[Path]:
+    """Every file moved aside by :func:`quarantine_damaged`, sorted."""
+    return sorted(p for p in (out / QUARANTINE).rglob("*") if p.is_file())
+
+
+def _readable(path: Path) -> bool:
+    try:
+        pq.read_table(path)
+    except (pa.ArrowException, OSError):
+        return False
+    return True
 
 
 # --- atomic writes --------------------------------------------------------------------------------------------------

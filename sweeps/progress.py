@@ -12,12 +12,12 @@ from cnn.train import Run
 
 
 class Progress(tune.Callback):
-    """Runs done/total, runs in flight with their epoch, failures and an ETA: one rewritten line on a terminal, a
-    plain line every 30 s and at each finished run when the output is a log file."""
+    """Runs done/total, runs started with their epoch, failures and an ETA: one rewritten line on a terminal, a plain
+    line every 30 s and at each finished run when the output is a log file. The ETA is for the ``epochs`` left to
+    train (a resumed run counts only the epochs after its checkpoint)."""
 
-    def __init__(self, runs: dict[str, Run], stream):
-        self.runs, self.stream = runs, stream
-        self.epochs = sum(run.recipe.epochs for run in runs.values())
+    def __init__(self, runs: dict[str, Run], epochs: int, stream):
+        self.runs, self.epochs, self.stream = runs, epochs, stream
         self.tty = stream.isatty()
         self.start, self.last = time.monotonic(), 0.0
         self.done, self.failed, self.epochs_done = 0, 0, 0
@@ -28,6 +28,11 @@ class Progress(tune.Callback):
 
     def __setstate__(self, state):
         self.__dict__.update(state, stream=sys.stderr)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        run = self.runs[trial.config["run"]]
+        self.flight[trial.trial_id] = f"{run.name} starting"
+        self._show()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.epochs_done += 1

@@ -21,6 +21,7 @@ from cnn import zoo
 from cnn.errors import BadInput
 from cnn.train import Run
 from sweeps.layout import (
+    COMPARABLE,
     EPOCH_SCHEMA,
     EPOCHS,
     LOCK,
@@ -72,33 +73,45 @@ def read_marker(path: Path) -> dict[str, Any]:
         return {}
 
 
-def finished(out: Path) -> dict[tuple[str, int], tuple[str, bool]]:
-    """(step, seed) -> (recipe_hash, quick) of every finished run, read from the epoch files."""
+def finished(out: Path) -> dict[tuple[str, int], tuple]:
+    """(step, seed) -> the comparability key (``layout.COMPARABLE``) of every finished run, read from its epochs."""
     done = {}
     for step, seed, path in run_files(out, EPOCHS):
         try:
-            table = pq.read_table(path, columns=["recipe_hash", "quick"])
+            table = pq.read_table(path, columns=COMPARABLE)
         except (pa.ArrowException, OSError) as e:
             raise Incompatible(f"{path} is not a results file of this tool ({str(e).splitlines()[0]})") from None
         if table.num_rows:
-            done[(step, seed)] = (table["recipe_hash"][0].as_py(), table["quick"][0].as_py())
+            done[(step, seed)] = tuple(table[c][0].as_py() for c in COMPARABLE)
     return done
 
 
-def check_compatible(out: Path, done: dict[tuple[str, int], tuple[str, bool]], runs: Iterable[Run]) -> None:
-    """Refuse to add runs under a step whose finished runs (``done``, from :func:`finished`) were made with another
-    recipe hash or quick flag."""
-    existing: dict[str, tuple[str, bool]] = {}
+def check_compatible(out: Path, done: dict[tuple[str, int], tuple], runs: Iterable[Run]) -> None:
+    """Refuse to add runs under a step whose finished runs (``done``, from :func:`finished`) differ from them in the
+    comparability key: another recipe hash, quick flag or precision."""
+    existing: dict[str, tuple] = {}
     for (step, _), key in done.items():
         existing.setdefault(step, key)
 
-    def kind(recipe_hash: str, quick: bool) -> str:
-        return f"{'quick' if quick else 'full'} rows with recipe {recipe_hash}"
+    def kind(recipe_hash: str, quick: bool, precision: str) -> str:
+        return f"{'quick' if quick else 'full'} {precision} rows with recipe {recipe_hash}"
 
     for run in runs:
-        if existing.get(run.step, (run.recipe_hash, run.quick)) != (run.recipe_hash, run.quick):
+        key = tuple(run.columns[c] for c in COMPARABLE)
+        if existing.get(run.step, key) != key:
             raise Incompatible(f"{out} holds {kind(*existing[run.step])} for {run.step}; this sweep would add "
-                               f"{kind(run.recipe_hash, run.quick)}: use another --out")
+                               f"{kind(*key)}: use another --out")
+
+
+def resumable(out: Path) -> dict[str, tuple[str, int]]:
+    """Run name -> (checkpoint URI, epochs it holds) of every in-flight marker whose checkpoint is still there."""
+    resume = {}
+    for step, seed, path in markers(out):
+        m = read_marker(path)
+        checkpoint = m.get("checkpoint")
+        if checkpoint and ("://" in checkpoint or Path(checkpoint).exists()):  # else its tune/ folder was removed
+            resume[f"{step}#{seed}"] = (checkpoint, int(m.get("epoch", 0)))
+    return resume
 
 
 def write_steps(out: Path, runs: Iterable[Run]) -> None:

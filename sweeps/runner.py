@@ -33,8 +33,8 @@ from filelock import FileLock, Timeout
 from cnn import zoo
 from cnn.data import MNIST, load_mnist
 from cnn.train import Run, load_checkpoint, save_checkpoint, train
-from sweeps import BadSweep, results
-from sweeps.layout import LOCK, TUNE, marker_file
+from sweeps import BadSweep, layout, results
+from sweeps.layout import LOCK, TUNE
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our Parquet rows are the log
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -77,20 +77,12 @@ class SweepConfig:
             (self.num_gpus is None or self.num_gpus >= 0, f"--num-gpus must not be negative, not {self.num_gpus}"),
             (self.max_failures >= 0, f"--max-failures must be 0 or more, not {self.max_failures}"),
             (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, not {self.precision!r}"),
+            (self.out.expanduser().resolve() != Path.cwd(),
+             f"--out '{self.out}' is the current folder; name a results folder of its own, e.g. --out results"),
         ]
         for ok, message in checks:
             if not ok:
                 raise BadSweep(message)
-
-
-@dataclass
-class SweepSummary:
-    sweep_id: str
-    planned: int
-    already_done: int
-    trained: int = 0
-    failed: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 def plan(config: SweepConfig) -> list[Run]:
@@ -104,17 +96,66 @@ def plan(config: SweepConfig) -> list[Run]:
     return runs
 
 
-def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stream=None) -> SweepSummary:
-    """Train every planned run that the results folder does not hold yet. Bad input raises before any write."""
+@dataclass(frozen=True)
+class Plan:
+    """What a sweep will do in its results folder: the runs asked for, those done, those that resume."""
+
+    out: Path
+    runs: list[Run]
+    done: frozenset[str]  # names of the runs with rows in the folder
+    resume: dict[str, tuple[str, int]]  # run name -> (checkpoint URI, epochs it holds), for runs not done
+    quarantined: list[tuple[Path, Path]]  # damaged files moved aside just now: (from, to)
+
+    @property
+    def todo(self) -> list[Run]:
+        return [r for r in self.runs if r.name not in self.done]
+
+    def epochs_left(self, run: Run) -> int:
+        return run.recipe.epochs - self.resume.get(run.name, ("", 0))[1]
+
+
+def prepare(config: SweepConfig) -> Plan:
+    """Plan the sweep against its results folder: move damaged files aside, refuse incompatible rows, and find what
+    is done and what resumes. Starts nothing; ``sweep run --dry-run`` prints this."""
     out = config.out.expanduser().resolve()
+    quarantined = layout.quarantine_damaged(out)
     runs, done = plan(config), results.finished(out)
     results.check_compatible(out, done, runs)
-    todo = [r for r in runs if (r.step, r.seed) not in done]
-    summary = SweepSummary(_sweep_id(), planned=len(runs), already_done=len(runs) - len(todo))
+    names = frozenset(f"{step}#{seed}" for step, seed in done)
+    asked = {r.name for r in runs}
+    resume = {name: c for name, c in results.resumable(out).items() if name in asked and name not in names}
+    return Plan(out, runs, names, resume, quarantined)
+
+
+@dataclass
+class SweepSummary:
+    sweep_id: str
+    plan: Plan
+    trained: list[str] = field(default_factory=list)  # names of the runs finished now
+    failed: list[str] = field(default_factory=list)  # "name: one-line error"
+    seconds: float = 0.0
+
+    @property
+    def resumed(self) -> int:
+        return sum(name in self.plan.resume for name in self.trained)
+
+    @property
+    def unfinished(self) -> int:
+        """Runs neither finished nor failed: the sweep was interrupted."""
+        return len(self.plan.todo) - len(self.trained) - len(self.failed)
+
+
+def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stream=None) -> SweepSummary:
+    """Train every planned run that the results folder does not hold yet. Bad input raises before any write. Notes
+    on what is happening, and the progress line, go to ``stream`` (stderr)."""
+    stream = stream or sys.stderr
+    sweep = prepare(config)
+    out, todo, summary = sweep.out, sweep.todo, SweepSummary(_sweep_id(), sweep)
     if not todo:
         return summary
     cluster.check_resources(config.address, config.num_cpus, config.num_gpus, config.cpus_per_trial,
                             config.gpus_per_trial)
+    cluster.check_storage(config.storage)
     data = data if data is not None else load_mnist(config.data_dir)
     cluster.check_writable(out)
     lock = FileLock(str(out / LOCK), timeout=0)
@@ -123,29 +164,30 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
     except Timeout:
         raise BadSweep(f"another sweep is writing to {out}; wait for it or use another --out") from None
     try:
+        print(f"starting Ray ({f'joining {config.address}' if config.address else 'local'})", file=stream, flush=True)
         with cluster.ray_session(config.address, config.num_cpus, config.num_gpus):
             cluster.check_nodes(config.cpus_per_trial, config.gpus_per_trial)
-            results.write_steps(out, runs)
+            results.write_steps(out, sweep.runs)
+            runs, epochs = {r.name: r for r in todo}, sum(map(sweep.epochs_left, todo))
+            print(f"{len(todo)} runs to train ({len(sweep.resume)} resume from a checkpoint), {epochs} model-epochs; "
+                  "workers start and import torch", file=stream, flush=True)
             start = time.monotonic()
-            runs = {run.name: run for run in todo}
             writer = ResultsWriter(out, runs, data.test_y.numpy(), sweep_id=summary.sweep_id, **cluster.versions())
-            progress = Progress(runs, stream or sys.stderr)
-            _tuner(config, out, summary.sweep_id, runs, data, [writer, progress, *callbacks]).fit()
+            progress = Progress(runs, epochs, stream)
+            try:
+                _tuner(config, sweep, summary.sweep_id, runs, data, [writer, progress, *callbacks]).fit()
+            except KeyboardInterrupt:  # a second Ctrl-C; Tune's handler took the first and stopped the trials
+                pass
             summary.seconds = time.monotonic() - start
             summary.trained, summary.failed = writer.written, writer.failed
     finally:
         lock.release()
     return summary
 
-
-def _tuner(config: SweepConfig, out: Path, sweep_id: str, runs: dict[str, Run], data: MNIST, callbacks) -> tune.Tuner:
+def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, runs: dict[str, Run], data: MNIST, callbacks):
     """One trial per run, the largest networks first, named by the run's name (config ``run``); the trainable looks
-    the run up. A run resumes from the checkpoint its marker names, if any."""
-    resume_from = {}
-    for run in runs.values():
-        checkpoint = results.read_marker(marker_file(out, run.step, run.seed)).get("checkpoint")
-        if checkpoint and ("://" in checkpoint or Path(checkpoint).exists()):  # else its tune/ folder was removed
-            resume_from[run.name] = checkpoint
+    the run up, and resumes it from the checkpoint its marker names, if any."""
+    resume_from = {name: checkpoint for name, (checkpoint, _) in sweep.resume.items()}
     trainable = tune.with_parameters(train_trial, data=data, runs=runs, resume_from=resume_from)
     return tune.Tuner(
         tune.with_resources(trainable, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}),
@@ -153,7 +195,7 @@ def _tuner(config: SweepConfig, out: Path, sweep_id: str, runs: dict[str, Run], 
         tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=lambda t: t.config["run"]),
         run_config=tune.RunConfig(
             name=sweep_id,
-            storage_path=config.storage or str(out / TUNE),
+            storage_path=config.storage or str(sweep.out / TUNE),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=callbacks,
@@ -204,7 +246,7 @@ class ResultsWriter(tune.Callback):
 
     def __init__(self, out: Path, runs: dict[str, Run], labels: np.ndarray, **columns: str):
         self.out, self.runs, self.labels, self.columns = out, runs, labels, columns
-        self.written, self.failed = 0, []
+        self.written, self.failed = [], []
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run = self.runs[trial.config["run"]]
@@ -222,7 +264,7 @@ class ResultsWriter(tune.Callback):
             history = json.loads((Path(d) / "history.json").read_text())
             predictions = np.load(Path(d) / "predictions.npy")
         results.write_run(self.out, run, results.rows(run, history, **self.columns), predictions, self.labels)
-        self.written += 1
+        self.written.append(run.name)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run, error = self.runs[trial.config["run"]], _last_error_line(trial)

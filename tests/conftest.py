@@ -49,6 +49,6 @@ def sweep_results(tmp_path_factory, ray_session, tiny) -> Path:
     out = tmp_path_factory.mktemp("sweep") / "results"
     log = io.StringIO()
     summary = run_sweep(SweepConfig(**SWEEP, out=out), data=tiny, stream=log)
-    assert summary.trained == 4 and not summary.failed, (summary, log.getvalue())
+    assert len(summary.trained) == 4 and not summary.failed, (summary, log.getvalue())
     (out.parent / "progress.log").write_text(log.getvalue())
     return out

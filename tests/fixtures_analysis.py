@@ -19,7 +19,7 @@ HASH = "0123456789ab"
 
 def write_run(out: Path, step: str, seed: int, accs, *, submission: str = "000", params: int = 7_000,
               recipe_hash: str = HASH, quick: bool = False, epochs: int | None = None, overrides: str = "{}",
-              correct=None) -> None:
+              precision: str = "fp32", correct=None) -> None:
     """One finished run: its epoch rows (test accuracies `accs`, percent, multiples of 0.01) and, when `correct`
     (bool per test image) is given, its predictions row."""
     fixed = {"submission": submission, "seed": seed, "run_id": f"{step}/seed={seed}/{recipe_hash}",
@@ -28,7 +28,7 @@ def write_run(out: Path, step: str, seed: int, accs, *, submission: str = "000",
         {**fixed, "epoch": epoch, "epochs": epochs or len(accs), "train_loss": 0.05, "train_acc": 99.0,
          "test_loss": 0.02, "test_acc": correct_count / 10_000 * 100, "test_correct": correct_count,
          "test_total": 10_000, "lr": 0.01, "epoch_seconds": 1.5, "images_per_sec": 40_000.0, "params": params,
-         "sweep_id": "test-sweep", "overrides": overrides, "precision": "fp32", "device": "cpu", "host": "test",
+         "sweep_id": "test-sweep", "overrides": overrides, "precision": precision, "device": "cpu", "host": "test",
          "torch_version": "2.5.0", "ray_version": "2.40.0", "project_version": "0.1.0",
          "wall_time": datetime(2025, 1, 1, tzinfo=timezone.utc)}
         for epoch, correct_count in enumerate(np.round(np.asarray(accs) * 100).astype(int).tolist(), start=1)

@@ -1,5 +1,7 @@
 """analysis.load: reading real Parquet results folders, refusing bad ones, keeping incompatible rows apart."""
 
+from pathlib import Path
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,13 +43,17 @@ def test_missing_and_empty_folders_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
-def test_unreadable_file_is_named(folder, damage):
+def test_a_damaged_run_is_quarantined_and_blocks_nothing(folder, damage):
     path = run_file(folder, "epochs", "s001-a", 1)
     data = path.read_bytes()
     path.write_bytes({"garbage": b"not parquet at all", "truncated": data[: len(data) // 2], "empty": b""}[damage])
-    with pytest.raises(ReportError, match="cannot read .*step=s001-a/seed-0001.parquet") as e:
-        load_results(folder)
-    assert "\n" not in str(e.value)
+    r = load_results(folder)
+    assert sorted(r.epochs["seed"].unique()) == [0] and r.predictions["seed"].tolist() == [0]
+    assert [(a.relative_to(folder), b.relative_to(folder)) for a, b in r.quarantined] == [
+        (Path(f"{kind}/step=s001-a/seed-0001.parquet"), Path(f"quarantine/{kind}/step=s001-a/seed-0001.parquet"))
+        for kind in ("epochs", "predictions")
+    ]
+    assert (folder / "quarantine" / "epochs" / "step=s001-a" / "seed-0001.parquet").read_bytes() != data
 
 
 def test_temporary_and_hidden_files_are_skipped(folder):
@@ -75,9 +81,17 @@ def test_quick_and_full_rows_are_kept_apart(folder):
 
 def test_labels_extend_the_step_name_only_as_far_as_needed():
     keys = pd.DataFrame({"step": ["a", "a", "a", "b"], "recipe_hash": ["1111111aaa", "2222222bbb", "3333333ccc", "x"],
-                         "quick": [False, False, True, True]})
+                         "quick": [False, False, True, True], "precision": "fp32"})
     assert group_labels(keys).tolist() == ["a @1111111", "a @2222222", "a [quick]", "b [quick]"]
     assert group_labels(keys[keys["quick"]]).tolist() == ["a", "b"]  # all quick: the report says so once
+    bf16 = keys.assign(precision=["fp32", "fp32", "fp32", "bf16"])
+    assert group_labels(bf16).tolist() == ["a @1111111", "a @2222222", "a [quick]", "b [quick] [bf16]"]
+
+
+def test_precisions_are_never_pooled(folder):
+    write_run(folder, "s001-a", 2, [98.0, 98.5], precision="bf16")
+    groups = load_results(folder).epochs.groupby("group")["seed"].unique()
+    assert {g: sorted(s) for g, s in groups.items()} == {"s001-a": [0, 1], "s001-a [bf16]": [2]}
 
 
 def test_missing_predictions_and_unlisted_steps(tmp_path):

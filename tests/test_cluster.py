@@ -69,7 +69,7 @@ def test_sweep_over_two_nodes(two_nodes, tmp_path, data_dir):
            "--address", address, "--out", str(out), "--data-dir", str(data_dir)]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 trained now" in done.stdout
+    assert "4 trained now (0 resumed)" in done.stdout
     rows = pd.read_parquet(out / "epochs")
     assert len(rows) == 4 and not rows.duplicated(["step", "seed", "epoch"]).any()
     assert (rows["test_total"] == 10_000).all()

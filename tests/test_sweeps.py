@@ -71,7 +71,7 @@ def test_progress_is_plain_lines_in_a_log(sweep_results):
 def test_same_sweep_twice_trains_nothing(sweep_results, tiny):
     before = snapshot(sweep_results)
     summary = run_sweep(SweepConfig(**SWEEP, out=sweep_results), data=tiny)
-    assert (summary.trained, summary.already_done) == (0, 4)
+    assert (len(summary.trained), len(summary.plan.done)) == (0, 4)
     assert snapshot(sweep_results) == before
 
 
@@ -80,7 +80,7 @@ def test_more_seeds_trains_only_the_new_ones(sweep_results, tiny, tmp_path):
     shutil.copytree(sweep_results, out)
     before = snapshot(out)
     summary = run_sweep(SweepConfig(**{**SWEEP, "steps": ("s003-model4",), "seeds": 3}, out=out), data=tiny)
-    assert (summary.trained, summary.already_done) == (1, 2)
+    assert (len(summary.trained), len(summary.plan.done)) == (1, 2)
     after = snapshot(out)
     assert {k: after[k] for k in before} == before
     rows = pd.read_parquet(out / "epochs")
@@ -109,7 +109,7 @@ def test_killed_worker_resumes_from_checkpoint_with_same_metrics(sweep_results, 
     kill = KillWorkerOnce("s003-model4", 1)
     out = tmp_path / "results"
     summary = run_sweep(SweepConfig(**SWEEP, out=out, max_failures=2), data=tiny, callbacks=[kill])
-    assert kill.killed_at is not None and summary.trained == 4 and not summary.failed
+    assert kill.killed_at is not None and len(summary.trained) == 4 and not summary.failed
     rows = pd.read_parquet(out / "epochs").sort_values(KEY)
     undisturbed = pd.read_parquet(sweep_results / "epochs").sort_values(KEY)
     assert not rows.duplicated(KEY).any()
@@ -182,9 +182,9 @@ def test_incompatible_results_are_refused_and_kept(sweep_results, tmp_path, data
     before = snapshot(out)
     line = one_line_exit_2(["run", "s003-model4", "--quick", "--epochs", "3", "--out", str(out), "--data-dir",
                             str(data_dir)])  # fmt: skip
-    assert "holds quick rows with recipe" in line and "s003-model4" in line
+    assert "holds quick fp32 rows with recipe" in line and "s003-model4" in line
     full = one_line_exit_2(["run", "s003-model4", "--out", str(out), "--data-dir", str(data_dir)])
-    assert "this sweep would add full rows" in full
+    assert "this sweep would add full fp32 rows" in full
     assert snapshot(out) == before
 
 
