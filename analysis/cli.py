@@ -40,7 +40,8 @@ def report(
                       random_state=bootstrap_seed)
     results = load_results(out)
     for source, target in results.quarantined:
-        typer.echo(f"moved damaged {source} to {target}; its run trains again at the next sweep run", err=True)
+        typer.echo(f"moved damaged {source} to {target} (with its run's other file); the next sweep run trains the run "
+                   "again", err=True)
     try:
         paths = write_report(results, html or out / "report.html", options)
     except OSError as e:

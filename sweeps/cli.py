@@ -187,7 +187,7 @@ def _print_plan(sweep) -> None:
 
 def _say_quarantined(moved) -> None:
     for source, target in moved:
-        typer.echo(f"moved damaged {source} to {target}; its run trains again", err=True)
+        typer.echo(f"moved damaged {source} to {target} (with its run's other file); the run trains again", err=True)
 
 
 @app.command()

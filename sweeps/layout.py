@@ -135,22 +135,23 @@ def markers(out: Path) -> Iterator[tuple[str, int, Path]]:
 
 
 def quarantine_damaged(out: Path) -> list[tuple[Path, Path]]:
-    """Move aside every run with a file Parquet cannot read, and an unreadable ``steps.parquet``, into
-    ``OUT/quarantine/`` under the same relative path (never deleting, never overwriting), so that one damaged file
-    blocks nothing: the run counts as not finished and trains again. Returns the (from, to) pairs moved."""
-    damaged = {(step, seed) for kind in (EPOCHS, PREDICTIONS) for step, seed, path in run_files(out, kind)
-               if not _readable(path)}
-    paths = [run_file(out, kind, step, seed) for step, seed in sorted(damaged) for kind in (EPOCHS, PREDICTIONS)]
-    paths += [out / STEPS] if (out / STEPS).exists() and not _readable(out / STEPS) else []
-    moved = []
-    for path in filter(Path.exists, paths):
-        target = out / QUARANTINE / path.relative_to(out)
-        while target.exists():
-            target = target.with_name(target.name + "~")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        path.rename(target)
-        moved.append((path, target))
-    return moved
+    """Move aside every run with a file Parquet cannot read (both of its files), and an unreadable
+    ``steps.parquet``, into ``OUT/quarantine/`` under the same relative paths, never deleting or overwriting, so that
+    one damaged file blocks nothing: the run counts as not finished and trains again. Returns (damaged file, where it
+    went) pairs."""
+    damaged = [path for kind in (EPOCHS, PREDICTIONS) for _, _, path in run_files(out, kind) if not _readable(path)]
+    damaged += [out / STEPS] if (out / STEPS).exists() and not _readable(out / STEPS) else []
+    moved = {}
+    for path in damaged:
+        seed = parse_seed(path)
+        run = [run_file(out, kind, path.parent.name.removeprefix("step="), seed) for kind in (EPOCHS, PREDICTIONS)]
+        for file in filter(Path.exists, run if seed is not None else [path]):
+            target = out / QUARANTINE / file.relative_to(out)
+            while target.exists():
+                target = target.with_name(target.name + "~")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            moved[file] = file.rename(target)
+    return [(path, moved[path]) for path in damaged]
 
 
 def quarantined(out: Path) -> list[Path]:

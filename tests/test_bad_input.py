@@ -1,0 +1,191 @@
+"""Every bad input, damaged file and interruption gets one clear line, and nothing is lost.
+
+Each bad input runs the real command line against a copy of a real sweep's results folder and checks: exit code 2,
+exactly one line on stderr starting ``error:``, no traceback, and every file of the folder unchanged, byte for byte.
+Damaged results files are moved aside into ``quarantine/`` and block nothing; an interrupted sweep exits 130.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from filelock import FileLock
+from typer.testing import CliRunner
+
+from cnn.train import METRICS
+from sweeps import layout, results
+from sweeps.cli import app
+
+RUN = ["run", "s003-model4", "--quick", "--epochs", "2", "--seeds", "2"]  # what the shared sweep_results holds
+OFFLINE = {var: "http://127.0.0.1:9" for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+
+# id: (arguments, what the one line says). {out} is a copy of the shared sweep's results folder, {data} the real
+# MNIST, {empty} a folder that does not exist, {file} a regular file. `run` gets --out and --data-dir unless given.
+CASES = {
+    "run: unknown step": (["run", "s001-modle3"], "did you mean s001-model3"),
+    "run: pattern matches nothing": (["run", "s9*"], "matches no step"),
+    "run: unknown option": ([*RUN, "--sedes", "3"], "No such option"),
+    "run: --seeds 0": ([*RUN, "--seeds", "0"], "--seeds must be at least 1"),
+    "run: --seeds not a number": ([*RUN, "--seeds", "ten"], "Invalid value for '--seeds'"),
+    "run: --seed-start -1": ([*RUN, "--seed-start", "-1"], "--seed-start must be 0 or more"),
+    "run: --out ''": ([*RUN, "--out", "", "--data-dir", "{data}"], "is the current folder"),
+    "run: --num-cpus 0": ([*RUN, "--num-cpus", "0"], "--num-cpus must be at least 1"),
+    "run: --num-gpus -1": ([*RUN, "--num-gpus", "-1"], "--num-gpus must not be negative"),
+    "run: --cpus-per-trial 0": ([*RUN, "--cpus-per-trial", "0"], "--cpus-per-trial must be positive"),
+    "run: --cpus-per-trial 512": ([*RUN, "--seeds", "3", "--cpus-per-trial", "512"], "more than the"),
+    "run: --gpus-per-trial -0.5": ([*RUN, "--gpus-per-trial", "-0.5"], "--gpus-per-trial must not be negative"),
+    "run: GPU with --num-gpus 0": ([*RUN, "--seeds", "3", "--gpus-per-trial", "1", "--num-gpus", "0"], "needs a GPU"),
+    "run: --address unreachable": ([*RUN, "--seeds", "3", "--address", "127.0.0.1:9"], "cannot reach a Ray cluster"),
+    "run: --storage unknown scheme": ([*RUN, "--seeds", "3", "--storage", "s3x://b/x"], "cannot be used"),
+    "run: --storage not writable": ([*RUN, "--seeds", "3", "--storage", "{file}/tune"], "is not writable"),
+    "run: --epochs 0": ([*RUN, "--epochs", "0"], "--epochs must be at least 1"),
+    "run: --max-failures -1": ([*RUN, "--max-failures", "-1"], "--max-failures must be 0 or more"),
+    "run: other epochs into quick rows": ([*RUN, "--epochs", "3"], "holds quick fp32 rows with recipe"),
+    "run: full rows into quick rows": (["run", "s003-model4"], "this sweep would add full fp32 rows"),
+    "run: --bf16 into fp32 rows": ([*RUN, "--bf16"], "this sweep would add quick bf16 rows"),
+    "run: MNIST missing, offline": ([*RUN, "--seeds", "3", "--data-dir", "{empty}"], "MNIST not found in"),
+    "run: another sweep is writing": ([*RUN, "--seeds", "3"], "another sweep is writing to"),
+    "status: no results folder": (["status", "--out", "{empty}"], "no results folder at"),
+    "status: --out is a file": (["status", "--out", "{file}"], "no results folder at"),
+    "status: unknown option": (["status", "--out", "{out}", "--jsn"], "No such option"),
+    "report: no results folder": (["report", "--out", "{empty}"], "no such results folder"),
+    "report: --html not writable": (["report", "--out", "{out}", "--html", "{file}/r.html"], "cannot write the report"),
+    "steps: unknown step": (["steps", "nope"], "unknown step 'nope'"),
+}
+if torch.cuda.is_available():
+    del CASES["run: GPU with --num-gpus 0"]
+else:
+    CASES["run: --num-gpus beyond the devices"] = ([*RUN, "--seeds", "3", "--num-gpus", "1"], "CUDA devices visible")
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_line(args: list[str], code: int = 2):
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == code, (res.exit_code, res.output, res.exception)
+    assert "Traceback" not in res.output and not isinstance(res.exception, AssertionError), res.output
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    return lines[0], res
+
+
+@pytest.fixture
+def places(sweep_results, tmp_path, data_dir, monkeypatch):
+    """A copy of a real sweep's results folder, and the other paths the cases name; the cwd is an empty folder."""
+    out = tmp_path / "results"
+    shutil.copytree(sweep_results, out)
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    for var, value in OFFLINE.items():  # a download fails at once, as on a machine without network
+        monkeypatch.setenv(var, value)
+    return {"out": str(out), "data": str(data_dir.resolve()), "empty": str(tmp_path / "nowhere"), "file": str(tmp_path / "a-file")}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(case, places, tmp_path):
+    args, says = CASES[case]
+    args = [a.format(**places) for a in args]
+    if args[0] == "run":
+        args += [f"--{o}={places[k]}" for o, k in (("out", "out"), ("data-dir", "data")) if f"--{o}" not in args]
+    out = Path(places["out"])
+    lock = FileLock(str(out / layout.LOCK), timeout=0) if case == "run: another sweep is writing" else None
+    if lock:
+        lock.acquire()
+    before = files(out)
+    try:
+        line, _ = one_line(args)
+    finally:
+        if lock:
+            lock.release()
+    assert line.startswith("error: ") and says in line, line
+    assert files(out) == before
+    assert not Path(places["empty"]).exists() and list((tmp_path / "cwd").iterdir()) == []
+
+
+def test_the_cases_cover_every_option_of_run_and_status():
+    import typer
+
+    assert len(CASES) >= 25
+    used = {a.split("=")[0] for args, _ in CASES.values() for a in args if a.startswith("--")}
+    commands = typer.main.get_command(app).commands
+    for name in ("run", "status"):
+        options = {o for p in commands[name].params for o in p.opts if o.startswith("--")}
+        flags = {o for p in commands[name].params if getattr(p, "is_flag", False) for o in p.opts}  # on or off: nothing to get wrong
+        assert options - flags - {"--help"} <= used, (name, options - flags - used)
+
+
+def test_damaged_results_file_is_quarantined_and_its_run_trains_again(places):
+    out = Path(places["out"])
+    bad = layout.run_file(out, layout.EPOCHS, "s003-model4", 1)
+    bad.write_bytes(bad.read_bytes()[:100])
+    damaged, before = bad.read_bytes(), files(out)
+    line, res = one_line(["status", "--out", str(out)], code=0)
+    assert line.startswith("moved damaged ") and "seed-0001.parquet" in line
+    assert "quarantined: " in res.stdout and "s003-model4          1" in res.stdout
+    moved = {f"quarantine/{k}" for k in before if k.endswith("step=s003-model4/seed-0001.parquet")}
+    after = files(out)
+    assert after["quarantine/epochs/step=s003-model4/seed-0001.parquet"] == damaged
+    assert {k: v for k, v in after.items() if k not in moved} == {
+        k: v for k, v in before.items() if not k.endswith("step=s003-model4/seed-0001.parquet")
+    }
+    res = CliRunner().invoke(app, [*RUN, "--dry-run", "--out", str(out), "--data-dir", places["data"]])
+    assert res.exit_code == 0 and ["s003-model4", "0", "-", "1"] in [ln.split() for ln in res.stdout.splitlines()]
+
+
+def test_dry_run_on_a_half_finished_folder(places):
+    out = Path(places["out"])
+    ckpt = out / "ckpt"
+    ckpt.mkdir()
+    results.write_marker(out, "s003-model4", 2, epoch=1, epochs=2, checkpoint=str(ckpt))
+    before = files(out)
+    res = CliRunner().invoke(app, [*RUN, "--seeds", "4", "--dry-run", "--out", str(out), "--data-dir", places["data"]])
+    assert res.exit_code == 0, res.output
+    assert ["s003-model4", "0-1", "2", "(1/2)", "3"] in [ln.split() for ln in res.stdout.splitlines()]
+    assert "2 of 4 runs to train: 3 model-epochs of 8 in all" in res.stdout
+    assert files(out) == before
+
+
+def test_interrupted_sweep_exits_130_and_says_how_to_continue(tmp_path, data_dir):
+    """SIGINT (Ctrl-C) to a real `sweep run` once a run has a checkpoint: exit 130, the unfinished runs counted,
+    and the command that continues it; running that command finishes the sweep with undisturbed rows."""
+    out, ray_tmp = tmp_path / "results", Path(tempfile.mkdtemp(prefix="ri", dir="/tmp"))
+    args = ["run", "s003-model4", "--seeds", "2", "--quick", "--epochs", "3", "--data-dir", str(data_dir)]
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(ray_tmp)}
+    sweep = [Path(sys.executable).parent / "sweep", *args, "--out", str(out), "--num-cpus", "2"]
+    proc = subprocess.Popen(sweep, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if any(results.read_marker(p).get("checkpoint") for _, _, p in layout.markers(out)):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], check=False)
+    last = stderr.strip().splitlines()[-1]
+    assert proc.returncode == 130, stderr
+    assert last.startswith("interrupted: ") and "runs unfinished" in last and "Traceback" not in stderr, stderr
+    again = last.split("continue with: ", 1)[1]
+    assert again.startswith("sweep run s003-model4 --seeds 2 --quick --epochs 3")
+
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0 and "resumed" in res.stdout, res.output
+    reference = tmp_path / "reference"
+    assert CliRunner().invoke(app, [*args, "--out", str(reference)]).exit_code == 0
+    key = ["step", "seed", "epoch"]
+    rows, ref = (pd.read_parquet(d / "epochs").sort_values(key).reset_index(drop=True) for d in (out, reference))
+    assert len(rows) == 6 and not rows.duplicated(key).any()
+    pd.testing.assert_frame_equal(rows[key[:2] + list(METRICS)], ref[key[:2] + list(METRICS)])
