@@ -145,15 +145,14 @@ def _read_checked(raw: Path) -> tuple[dict[str, bytes], list[str]]:
 def _download(root: Path) -> None:
     """Download MNIST into ``root/MNIST/raw`` with torchvision; on failure remove what this attempt made.
 
-    The lock lives in the temp folder, keyed by the folder's path, so parallel processes download once without
-    leaving a lock file in a folder the user only pointed at.
+    Parallel processes download once: they share one lock in the temp folder, so none is left in a folder the user
+    only pointed at, and downloads into different folders (rare, short) merely wait for each other.
     """
     from filelock import FileLock
     from torchvision.datasets import MNIST as TorchMNIST
 
     raw = root / "MNIST" / "raw"
-    key = hashlib.sha256(str(root).encode()).hexdigest()[:16]
-    with FileLock(Path(tempfile.gettempdir()) / f"cnn-sweeps-mnist-{key}.lock", mode=0o666):  # 0o666: other users too
+    with FileLock(Path(tempfile.gettempdir()) / "cnn-sweeps-mnist.lock", mode=0o666):  # 0o666: other users' too
         # Taken under the lock: what is here now is not ours to remove.
         new_dirs = [d for d in (raw, *raw.parents) if not d.exists()]  # deepest first; makedirs makes them all
         old_files = set(raw.iterdir()) if raw.is_dir() else set()
