@@ -12,7 +12,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    return Path(os.environ.get("SWEEP_DATA_DIR") or SHARED_DATA)
+    return Path(os.environ.get("SWEEP_DATA_DIR") or SHARED_DATA).resolve()
 
 
 @pytest.fixture(scope="session")

@@ -52,6 +52,7 @@ CASES = {
     "run: full rows into quick rows": (["run", "s003-model4"], "this sweep would add full fp32 rows"),
     "run: --bf16 into fp32 rows": ([*RUN, "--bf16"], "this sweep would add quick bf16 rows"),
     "run: MNIST missing, offline": ([*RUN, "--seeds", "3", "--data-dir", "{empty}"], "MNIST not found in"),
+    "run: MNIST file damaged": ([*RUN, "--seeds", "3", "--data-dir", "{damaged}"], "t10k-images-idx3-ubyte is damaged"),
     "run: another sweep is writing": ([*RUN, "--seeds", "3"], "another sweep is writing to"),
     "status: no results folder": (["status", "--out", "{empty}"], "no results folder at"),
     "status: --out is a file": (["status", "--out", "{file}"], "no results folder at"),
@@ -89,12 +90,19 @@ def places(sweep_results, tmp_path, data_dir, monkeypatch):
     monkeypatch.chdir(tmp_path / "cwd")
     for var, value in OFFLINE.items():  # a download fails at once, as on a machine without network
         monkeypatch.setenv(var, value)
-    return {"out": str(out), "data": str(data_dir.resolve()), "empty": str(tmp_path / "nowhere"), "file": str(tmp_path / "a-file")}
+    return {"out": str(out), "data": str(data_dir), "empty": str(tmp_path / "nowhere"), "file": str(tmp_path / "a-file")}
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(case, places, tmp_path):
     args, says = CASES[case]
+    if any("{damaged}" in a for a in args):  # a copy of MNIST with a few bytes of the test images flipped
+        raw = tmp_path / "damaged" / "MNIST" / "raw"
+        shutil.copytree(Path(places["data"]) / "MNIST" / "raw", raw)
+        images = bytearray((raw / "t10k-images-idx3-ubyte").read_bytes())
+        images[5000:5004] = bytes(255 - b for b in images[5000:5004])
+        (raw / "t10k-images-idx3-ubyte").write_bytes(images)
+        places["damaged"] = str(raw.parents[1])
     args = [a.format(**places) for a in args]
     if args[0] == "run":
         args += [f"--{o}={places[k]}" for o, k in (("out", "out"), ("data-dir", "data")) if f"--{o}" not in args]
