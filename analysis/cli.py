@@ -32,13 +32,14 @@ def report(
     """Tell lucky from consistent: write the HTML report of a results folder and print its verdict table."""
     from analysis.load import load_results
     from analysis.report import verdict_text, write_report
-    from analysis.stats import Options
+    from analysis.stats import Options, summarize
 
     options = Options(target=target, last_k=last_k, epoch_budget=epoch_budget, max_params=max_params,
                       max_epochs=max_epochs, confidence=confidence, n_bootstrap=bootstrap,
                       random_state=bootstrap_seed)
     try:
-        paths = write_report(load_results(out), html or out / "report.html", options)
+        results = load_results(out)
+        paths = write_report(results, summarize(results, options), html or out / "report.html")
     except (ReportError, OSError) as e:  # bad input, or the report cannot be written
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -443,8 +443,9 @@ def summarize(results: Results, options: Options = Options()) -> Summary:
     groups = group_table(results, options)
     runs = run_summary(results.epochs, groups.set_index("group")["budget"], options.target, options.last_k)
     if runs["too_short"].all():
+        longest = runs["budget"].max()
         raise ReportError(f"last-K window of {options.last_k} epochs is longer than every run (the longest counts "
-                          f"{runs['budget'].max()} epochs): no run can be judged consistent or lucky")
+                          f"{longest}): no run can be judged consistent or lucky; use --last-k {longest} or less")
     correct = final_predictions(results.predictions, runs)
     steps = step_summary(runs, groups, options, correct)
     return Summary(runs=runs, steps=steps, progression=progression(runs, correct, steps, options), options=options)
