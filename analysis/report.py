@@ -115,17 +115,16 @@ def in_plain_words(s, o: Options) -> str:
     if s.n_too_short and s.verdict != "TOO SHORT":
         text += f" {s.n_too_short} run(s) too short to judge are left out of the consistent rate."
     sd = {k: np.sqrt(getattr(s, k)) for k in ("var_observed", "var_test", "var_model", "var_model_lo", "var_model_hi")}
-    ruler = f"re-testing one model would scatter by {num(sd['var_test'], '.3f')} pp"
+    ruler = f"the test set alone would make it scatter by {num(sd['var_test'], '.3f')} pp"
     if s.spread == "one seed":
         return text + " One seed: no spread across seeds to split."
     if s.var_observed == 0:
-        return text + " Every seed scored the same final accuracy: no seed is luckier than another."
+        return text + " Every seed scored the same final accuracy."
     spread = f"Final accuracy scatters across seeds by {num(sd['var_observed'], '.3f')} pp (SD); {ruler}."
     if s.spread == "test set":
         meaning = (f" That is all test-set noise: no seed is luckier than another. The step has one true accuracy, "
                    f"about {num(s.final_mean)} %, read with a noisy ruler")
-        meaning += (", and its hits of the target are the ruler's noise, not lucky seeds." if s.verdict in
-                    ("LUCKY", "UNDECIDED") else ".")
+        meaning += ", and its hits of the target are the ruler's noise, not lucky seeds." if s.verdict == "LUCKY" else "."
     elif s.spread == "too few seeds":
         meaning = (f" The test set may explain all of it, but {s.n_seeds} seeds cannot rule out models that "
                    f"genuinely differ by up to {num(sd['var_model_hi'], '.3f')} pp (SD), so they cannot yet say "
@@ -332,10 +331,11 @@ def _submission_html(sub: str, steps: pd.DataFrame, progression: pd.DataFrame, o
                 f"({_median(s, o)}).")
         for p in progression[progression["after"] == s.group].itertuples():
             text += (f" Against {p.before}: P(better) = {num(p.p_improve)} ({_interval(p, o)}), Mann-Whitney "
-                     f"p = {_p(p.mann_whitney_p)}: {p.change}; median change {num(p.median_diff, '+.2f')} pp.")
+                     f"p {_p(p.mann_whitney_p, '= ')}: {p.change}; median change {num(p.median_diff, '+.2f')} pp.")
             if p.images_before:
                 text += (f" Per image, a seed of it fixes {num(p.fixed, '.1f')} test images that a seed of "
-                         f"{p.before} gets wrong and breaks {num(p.broken, '.1f')} (image test p = {_p(p.image_p)}).")
+                         f"{p.before} gets wrong and breaks {num(p.broken, '.1f')} (image test p "
+                         f"{_p(p.image_p, '= ')}).")
         if pd.notna(s.claim_best_pct):
             text += (f" The seed file's {_claim_name(s)} of {s.claim_best:.2f} % sits at percentile "
                      f"{s.claim_best_pct:.0f} of our seeds' best epochs"
@@ -368,8 +368,8 @@ def _interval(p, o: Options) -> str:
     return "no interval: the seeds of one step all beat the other's, nothing to resample"
 
 
-def _p(p) -> str:
-    return DASH if pd.isna(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
+def _p(p, equals: str = "") -> str:
+    return DASH if pd.isna(p) else "< 0.001" if p < 0.001 else f"{equals}{p:.3f}"
 
 
 def _progression_table(progression: pd.DataFrame) -> pd.DataFrame:
