@@ -225,7 +225,7 @@ def spread(steps: pd.DataFrame, options: Options = Options()) -> Figure:
     test, model = steps["var_test"].fillna(0), steps["var_model"].fillna(0)
     ax.barh(y, test, height=0.5, color=BAND_COLOR, label="expected from the test set alone")
     ax.barh(y, model, left=test, height=0.5, color=MODEL_COLOR, alpha=0.8, label="genuine, between models")
-    right = 3 * max(steps["var_observed"].max(), steps["var_test"].max(), 1e-6)  # upper ends run far with few seeds
+    right = 3 * np.nanmax([steps["var_observed"].max(), steps["var_test"].max(), 1e-6])  # upper ends run far
     lo, hi = test + steps["var_model_lo"], test + steps["var_model_hi"]
     ax.hlines(y, lo, np.minimum(hi, right), color="0.15", lw=1.2,
               label=f"{options.confidence:.0%} interval of the genuine part (on top of the test set's)")

@@ -184,7 +184,10 @@ STEPS_COLUMNS = {
     "best_q75": "75th percentile of the best epoch's accuracy (%)",
     "best_median_lo": "lower end of that median's exact order-statistic interval (empty with too few seeds)",
     "best_median_hi": "upper end of that median's exact order-statistic interval (empty with too few seeds)",
+    "claimed_params": "parameters the seed file claims",
     "claimed_best_test": "best test accuracy the seed file claims (%)",
+    "claimed_best_train": "best training accuracy the seed file claims (%)",
+    "claimed_best_epoch": "epoch of the seed file's claimed best test accuracy",
     "claimed_log": "test accuracy per epoch of the seed file's own logged run (JSON list, %)",
     "claim_note": "note on the claim",
     "assumptions": "recipe values the seed file does not state, with their reasons (separated by '; ')",
@@ -365,7 +368,9 @@ def _interval(p, o: Options) -> str:
         return f"{o.confidence:.0%} CI {num(p.p_improve_lo)} to {num(p.p_improve_hi)}"
     if min(p.n_before, p.n_after) < 2:
         return "no interval with one seed"
-    return "no interval: the seeds of one step all beat the other's, nothing to resample"
+    if p.p_improve in (0, 1):
+        return "no interval: the seeds of one step all beat the other's, nothing to resample"
+    return "no interval: too few distinct values to resample"
 
 
 def _p(p, equals: str = "") -> str:
@@ -486,7 +491,8 @@ def definitions(o: Options = Options()) -> dict[str, str]:
         "progression": f"each step against the one before it in its submission, on final accuracy: P(after > before) "
                        f"over all pairs of seeds (ties one half, as in rliable) with its {level} BCa bootstrap "
                        f"interval ({o.n_bootstrap:,} resamples of each step's seeds, seed {o.random_state}; none "
-                       "when one step's seeds all beat the other's, or with one seed); the two-sided Mann-Whitney p "
+                       "with one seed, or where resampling cannot move it, as when one step's seeds all beat the "
+                       "other's); the two-sided Mann-Whitney p "
                        f"from the permutation distribution (exact up to {o.n_bootstrap:,} arrangements); change: "
                        f"improved or got worse when p < {1 - o.confidence:.2f}, too few seeds to tell when even "
                        "complete separation could not get there, no clear change otherwise.",
