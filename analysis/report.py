@@ -124,7 +124,8 @@ def in_plain_words(s, o: Options) -> str:
     if s.spread == "test set":
         meaning = (f" That is all test-set noise: no seed is luckier than another. The step has one true accuracy, "
                    f"about {num(s.final_mean)} %, read with a noisy ruler")
-        meaning += ", and its hits of the target are the ruler's noise, not lucky seeds." if s.verdict == "LUCKY" else "."
+        meaning += (", and its hits of the target are the ruler's noise, not lucky seeds." if s.verdict == "LUCKY"
+                    else ".")
     elif s.spread == "too few seeds":
         meaning = (f" The test set may explain all of it, but {s.n_seeds} seeds cannot rule out models that "
                    f"genuinely differ by up to {num(sd['var_model_hi'], '.3f')} pp (SD), so they cannot yet say "

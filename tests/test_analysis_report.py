@@ -19,7 +19,13 @@ from typer.testing import CliRunner
 from analysis import cli, figures
 from analysis.load import load_results
 from analysis.report import (
-    STEPS_COLUMNS, definitions, definitions_markdown, in_plain_words, num, render_html, steps_columns_markdown,
+    STEPS_COLUMNS,
+    definitions,
+    definitions_markdown,
+    in_plain_words,
+    num,
+    render_html,
+    steps_columns_markdown,
     verdict_text,
 )
 from analysis.stats import Options, summarize
@@ -242,8 +248,8 @@ def test_plain_words_say_what_the_spread_means_for_luck(tmp_path):
                                                                             abs=1e-5)
     words = in_plain_words(step, summary.options)
     assert words.startswith("Lucky: 6 of 6 seeds reached 99.40 % at some epoch and 0 of 6 held it through the last 3 "
-                            "epochs. Final accuracy scatters across seeds by 0.036 pp (SD); the test set alone would make "
-                            "it scatter by 0.078 pp. That is all test-set noise: no seed is luckier than another. The "
-                            "step has one true accuracy, about 99.38 %, read with a noisy ruler, and its hits of the "
-                            "target are the ruler's noise, not lucky seeds.")
+                            "epochs. Final accuracy scatters across seeds by 0.036 pp (SD); the test set alone would "
+                            "make it scatter by 0.078 pp. That is all test-set noise: no seed is luckier than another. "
+                            "The step has one true accuracy, about 99.38 %, read with a noisy ruler, and its hits of "
+                            "the target are the ruler's noise, not lucky seeds.")
     assert "-0.00" not in verdict_text(summary) and "-0.00" not in render_html(load_results(tmp_path), summary, {})

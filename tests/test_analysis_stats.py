@@ -14,16 +14,32 @@ from statsmodels.stats.contingency_tables import mcnemar
 from analysis import ReportError
 from analysis.load import load_results
 from analysis.stats import (
-    Options, binomial_se, claim_percentile, claims, correctness, image_test, mann_whitney_min_p, mann_whitney_p,
-    median_ci, median_ci_min_n, p_decided, prob_at_least, probability_of_improvement, probability_of_improvement_ci,
-    rate_interval, run_summary, summarize, variance_split, verdict,
+    Options,
+    binomial_se,
+    claim_percentile,
+    claims,
+    correctness,
+    image_test,
+    mann_whitney_min_p,
+    mann_whitney_p,
+    median_ci,
+    median_ci_min_n,
+    p_decided,
+    prob_at_least,
+    probability_of_improvement,
+    probability_of_improvement_ci,
+    rate_interval,
+    run_summary,
+    summarize,
+    variance_split,
+    verdict,
 )
 from tests.fixtures_analysis import write_run, write_steps
 
 
-def epochs_frame(runs: dict, run_epochs: dict = {}) -> pd.DataFrame:
+def epochs_frame(runs: dict) -> pd.DataFrame:
     """Epoch rows of runs {(group, seed): accs}, accuracies computed as the trainer does: 100 * correct / 10,000."""
-    rows = [{"group": g, "step": g, "seed": s, "epoch": i + 1, "epochs": run_epochs.get((g, s), len(accs)),
+    rows = [{"group": g, "step": g, "seed": s, "epoch": i + 1, "epochs": len(accs),
              "test_acc": round(a * 100) / 10_000 * 100, "test_total": 10_000, "recipe_hash": "h", "quick": False}
             for (g, s), accs in runs.items() for i, a in enumerate(accs)]
     return pd.DataFrame(rows)
