@@ -18,36 +18,37 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="Results folder written by `sweep run`.")] = Path("results"),
     html: Annotated[Optional[Path], typer.Option(help="Where to write the HTML report; the CSV tables go next to it.",
                                                  show_default="OUT/report.html")] = None,
-    target: Annotated[float, typer.Option(min=0, max=100, help="Target test accuracy, percent.")] = 99.40,
-    last_k: Annotated[int, typer.Option(min=1, help="A consistent run stays at or above the target in each of "
+    target: Annotated[float, typer.Option(help="Target test accuracy, percent.")] = 99.40,
+    last_k: Annotated[int, typer.Option(help="A consistent run stays at or above the target in each of "
                                                     "its last K epochs.")] = 3,
-    epoch_budget: Annotated[Optional[int], typer.Option(min=1, help="Epochs that count, for every step.",
+    epoch_budget: Annotated[Optional[int], typer.Option(help="Epochs that count, for every step.",
                                                         show_default="each step's recipe epochs")] = None,
     max_params: Annotated[int, typer.Option(help="Parameter budget: a step passes with fewer parameters.")] = 8_000,
     max_epochs: Annotated[int, typer.Option(help="Epoch budget: a step passes with at most this many epochs.")] = 15,
-    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Level of every interval.")] = 0.95,
-    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2_000,
+    confidence: Annotated[float, typer.Option(help="Level of every interval.")] = 0.95,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples, and Mann-Whitney permutations.")] = 2_000,
     bootstrap_seed: Annotated[int, typer.Option(help="Seed of the bootstrap, for reproducible intervals.")] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print the per-step summary as JSON instead of the table.")] = False,
 ) -> None:
     """Tell lucky from consistent: write the HTML report of a results folder and print its verdict table."""
     from analysis.load import load_results
     from analysis.report import verdict_text, write_report
-    from analysis.stats import Options
+    from analysis.stats import Options, summarize
 
     options = Options(target=target, last_k=last_k, epoch_budget=epoch_budget, max_params=max_params,
                       max_epochs=max_epochs, confidence=confidence, n_bootstrap=bootstrap,
                       random_state=bootstrap_seed)
     results = load_results(out)
-    for source, target in results.quarantined:
-        typer.echo(f"moved damaged {source} to {target} (with its run's other file); the next sweep run trains the run "
-                   "again", err=True)
+    for damaged, moved_to in results.quarantined:
+        typer.echo(f"moved damaged {damaged} to {moved_to} (with its run's other file); the next sweep run trains the "
+                   "run again", err=True)
+    summary = summarize(results, options)
     try:
-        paths = write_report(results, html or out / "report.html", options)
+        paths = write_report(results, summary, html or out / "report.html")
     except OSError as e:
         raise ReportError(f"cannot write the report: {e}") from None
     if json_:
-        typer.echo(paths.summary.steps.to_json(orient="records", indent=1, default_handler=str))
+        typer.echo(summary.steps.to_json(orient="records", indent=1, default_handler=str))
         return
     typer.echo(verdict_text(paths.summary))
     typer.echo(f"\nreport: {paths.html}\ntables: {paths.steps_csv}, {paths.runs_csv}, {paths.progression_csv}")

@@ -24,7 +24,9 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from analysis.stats import Options, Summary, binomial_se, prob_at_least  # noqa: E402
 
-VERDICT_COLORS = {"CONSISTENT": "#1a9850", "LUCKY": "#f46d43", "UNDECIDED": "#74add1", "NEVER": "#969696"}
+VERDICT_COLORS = {"CONSISTENT": "#1a9850", "LUCKY": "#f46d43", "UNDECIDED": "#74add1", "NEVER": "#969696",
+                  "TOO SHORT": "#8073ac"}
+MODEL_COLOR = "#2166ac"
 METRICS = {"best_acc": "best epoch", "final_acc": "final epoch", "lastk_min": "worst of last K"}
 CLAIM = {"color": "#b2182b", "marker": "*", "s": 120, "zorder": 5, "edgecolor": "white", "linewidth": 0.5}
 TARGET_COLOR, BAND_COLOR = "#e66101", "#fdb863"
@@ -134,21 +136,21 @@ def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = O
 
 @_styled
 def rates(steps: pd.DataFrame, options: Options = Options()) -> Figure:
-    """Hit rate and consistent rate per step, with their Wilson intervals against the verdict line at 0.5."""
+    """Hit rate and consistent rate per step, with their Clopper-Pearson intervals against the verdict line at 0.5."""
     fig, ax = plt.subplots(figsize=(10, 1.4 + ROW_INCH * 2 * len(steps)))
     y = np.arange(len(steps))
     for name, offset, color in (("hit", -0.17, "#92c5de"), ("consistent", 0.17, "#2166ac")):
         rate = steps[f"{name}_rate"]
         err = np.clip([rate - steps[f"{name}_lo"], steps[f"{name}_hi"] - rate], 0, None)  # float noise below 0
         ax.errorbar(rate, y + offset, xerr=err, fmt="o",
-                    color=color, capsize=3, label=f"{name} rate, {options.confidence:.0%} Wilson interval")
+                    color=color, capsize=3, label=f"{name} rate, {options.confidence:.0%} Clopper-Pearson interval")
     ax.axvline(0.5, color="0.2", lw=1, ls=":")
     for i, row in enumerate(steps.itertuples()):
         ax.annotate(f"{row.verdict}  (n={row.n_seeds})", (1.02, i), xycoords=("axes fraction", "data"),
                     va="center", fontsize=8, color=VERDICT_COLORS[row.verdict], fontweight="bold")
     ax.set(yticks=y, yticklabels=steps["group"], xlim=(-0.02, 1.02), ylim=(len(steps) - 0.5, -0.5),
            xlabel=f"share of seeds (hit: ≥ {options.target:.2f} % at some epoch; "
-                  f"consistent: in each of the last {options.last_k})",
+                  f"consistent: in each of the last {options.last_k}, of the runs that long)",
            title="Hit rate vs consistent rate (verdict from the consistent rate's interval against 0.5)")
     _submission_rules(ax, steps)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.04 + 0.3 / len(steps)), ncol=2, frameon=False)
@@ -215,6 +217,35 @@ def luck(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) 
 
 
 @_styled
+def spread(steps: pd.DataFrame, options: Options = Options()) -> Figure:
+    """Per step, the variance of final accuracy across seeds: the part the test set alone explains, the genuine part
+    between the seeds' models, and the interval of the genuine part."""
+    fig, ax = plt.subplots(figsize=(10, 1.4 + ROW_INCH * 1.6 * len(steps)))
+    y = np.arange(len(steps))
+    test, model = steps["var_test"].fillna(0), steps["var_model"].fillna(0)
+    ax.barh(y, test, height=0.5, color=BAND_COLOR, label="expected from the test set alone")
+    ax.barh(y, model, left=test, height=0.5, color=MODEL_COLOR, alpha=0.8, label="genuine, between models")
+    right = 3 * np.nanmax([steps["var_observed"].max(), steps["var_test"].max(), 1e-6])  # upper ends run far
+    lo, hi = test + steps["var_model_lo"], test + steps["var_model_hi"]
+    ax.hlines(y, lo, np.minimum(hi, right), color="0.15", lw=1.2,
+              label=f"{options.confidence:.0%} interval of the genuine part (on top of the test set's)")
+    cut = hi > right
+    ax.scatter(np.full(cut.sum(), right), y[cut], marker=">", color="0.15", clip_on=False, zorder=3)
+    ax.scatter(steps["var_observed"], y, marker="|", s=250, color="black", zorder=4, label="observed variance")
+    for i, row in enumerate(steps.itertuples()):
+        share = f", test set {row.test_share:.0%}" if pd.notna(row.test_share) else ""
+        ax.annotate(f"{row.spread}{share}", (1.01, i), xycoords=("axes fraction", "data"), va="center", fontsize=8,
+                    color=MODEL_COLOR if row.spread == "models differ" else "0.25")
+    ax.set(yticks=y, yticklabels=steps["group"], xlim=(0, right), ylim=(len(steps) - 0.5, -0.5),
+           xlabel="variance of final accuracy across seeds (pp²)",
+           title="How much of the seed-to-seed spread is only the test set")
+    _submission_rules(ax, steps)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.04 + 0.3 / len(steps)), ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+@_styled
 def noise(options: Options = Options()) -> Figure:
     """How often one test of a model of a given true accuracy scores at or above the target."""
     se = float(binomial_se(options.target, options.n_test))
@@ -246,7 +277,13 @@ def all_figures(summary: Summary, epochs: pd.DataFrame) -> dict[str, tuple[Figur
                          "the seed file logged, where it logged one (beside full runs of the unchanged recipe only)."),
         "rates": (rates(steps, o),
                   "A step is CONSISTENT when the consistent rate's interval lies at or above 0.5, LUCKY when it "
-                  "lies below 0.5 (and some seed hits), NEVER when no seed hits, and UNDECIDED otherwise."),
+                  "lies below 0.5 (and some seed hits), NEVER when no seed hits, TOO SHORT when no run counts the "
+                  "last-K epochs, and UNDECIDED otherwise."),
+        "spread": (spread(steps, o),
+                   "Orange: the variance that re-testing on the test set alone explains (from per-image predictions "
+                   "where two or more seeds have them, else the binomial). Blue: what is left, genuine variation "
+                   "between the seeds' models, with its interval; black tick: the observed variance. A step whose "
+                   "spread is all orange has no lucky seeds: one true accuracy, read with a noisy ruler."),
         "ladder": (ladder(runs, steps, summary.progression, o),
                    "P(↑) is the probability that a random seed of the later step ends above a random seed of the "
                    "earlier one (ties count one half); 0.5 means no difference."),

@@ -1,10 +1,12 @@
 """The report end to end: `sweep report` on real Parquet folders, its HTML in headless Chromium, its CSV tables."""
 
 import base64
+import html
 import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +17,16 @@ from typer.testing import CliRunner
 
 from analysis import figures
 from analysis.load import load_results
-from analysis.report import render_html, verdict_text
+from analysis.report import (
+    STEPS_COLUMNS,
+    definitions,
+    definitions_markdown,
+    in_plain_words,
+    num,
+    render_html,
+    steps_columns_markdown,
+    verdict_text,
+)
 from analysis.stats import Options, summarize
 from sweeps.cli import app
 from sweeps.layout import run_file
@@ -63,7 +74,7 @@ def test_html_is_self_contained(demo):
     text = (out / "report.html").read_text()
     tags = Refs(text).tags
     images = [a for t, a in tags if t == "img"]
-    assert len(images) == 6
+    assert len(images) == 7
     for attrs in images:
         assert attrs["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(attrs["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -78,9 +89,13 @@ def test_html_holds_the_tables_summary_and_definitions(demo):
     text = (out / "report.html").read_text()
     table = re.search(r'<table id="verdict-table">(.*?)</table>', text, re.S).group(1)
     assert table.count("<tr>") == 1 + 5 and 'class="verdict LUCKY"' in table
-    for heading in ("Submission 000", "Submission 001", "Definitions and options", "Progression"):
+    for heading in ("Submission 000", "Submission 001", "Definitions and options", "Progression",
+                    "How much of the spread is the test set", "Columns of steps_summary.csv"):
         assert heading in text
     assert "99.40 % test accuracy" in text and "in each of the last 3 epochs" in text
+    for term, meaning in definitions(Options()).items():  # the definitions section is the code's
+        assert f"<dt>{html.escape(term)}</dt><dd>{html.escape(meaning)}</dd>" in text
+    assert text.count("<li>") == 5 and "Final accuracy scatters across seeds by" in text
     assert "6 seeds per step" in text  # partial results say how many seeds there are
     assert "have no predictions file yet" in text  # the demo's last seeds have none
 
@@ -90,6 +105,8 @@ def test_csv_numbers_recompute_from_the_epoch_rows(demo):
     check_runs_summary(out, pd.read_csv(out / "runs_summary.csv"))
     steps = pd.read_csv(out / "steps_summary.csv")
     assert steps["n_seeds"].tolist() == [6] * 5
+    assert steps.columns.tolist() == list(STEPS_COLUMNS)  # every column documented, and only those
+    assert steps["in_plain_words"].str.startswith(tuple(v.capitalize() + ":" for v in steps["verdict"])).all()
     assert pd.read_csv(out / "progression.csv")[["before", "after"]].values.tolist() == [
         ["s001-model1", "s002-model2"], ["s002-model2", "s003-model3"], ["s004-model1", "s005-model2"]]
 
@@ -117,8 +134,8 @@ def test_headless_chromium_loads_every_figure(demo, tmp_path):
                           "--disable-component-update", "--disable-sync", "--no-first-run",
                           f"--user-data-dir={tmp_path}", "--virtual-time-budget=10000", "--dump-dom",
                           (out / "report.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
-    assert 'data-figures-loaded="6/6"' in dom  # set by the report's script once the page has loaded
-    assert dom.count('data-loaded="yes"') == 6 and 'data-loaded="no"' not in dom
+    assert 'data-figures-loaded="7/7"' in dom  # set by the report's script once the page has loaded
+    assert dom.count('data-loaded="yes"') == 7 and 'data-loaded="no"' not in dom
     assert re.search(r'<table id="verdict-table">.*s005-model2.*</table>', dom, re.S)
 
 
@@ -142,7 +159,9 @@ def test_quick_and_full_rows_are_reported_apart(tmp_path):
     summary = summarize(results, Options(n_bootstrap=200))
     text = verdict_text(summary)
     assert re.search(r"^s1 +7,000 ok +3 ok +2 +2/2 ", text, re.M)
-    assert re.search(r"^s1 \[quick\] +7,000 ok +2 of 3 ok +2 +0/2 .* NEVER$", text, re.M)
+    # the quick runs count 2 epochs, fewer than K = 3: too short to judge
+    assert re.search(r"^s1 \[quick\] +7,000 ok +2 of 3 ok +2 \(2 too short\) +0/2 .* - +TOO SHORT +- +", text,
+                     re.M)
     assert "quick rows appear as separate steps marked [quick]" in render_html(results, summary, {})
     (tmp_path / "runs" / "s1").mkdir(parents=True)
     (tmp_path / "runs" / "s1" / "seed-0009.json").write_text("{}")
@@ -159,12 +178,12 @@ def test_figures_return_figures_with_the_target_line(tmp_path):
     write_demo(tmp_path, sizes=(1, 1), seeds=3)
     results, options = load_results(tmp_path), Options(target=99.45, n_bootstrap=200)
     made = figures.all_figures(summarize(results, options), results.epochs)
-    assert list(made) == ["distributions", "trajectories", "rates", "ladder", "luck", "noise"]
+    assert list(made) == ["distributions", "trajectories", "rates", "spread", "ladder", "luck", "noise"]
     assert len(made["trajectories"][0].axes) == 2  # a facet per step
     assert sum(ax.get_visible() for ax in made["ladder"][0].axes) == 2  # a panel per submission
     for name, (fig, caption) in made.items():
         assert isinstance(fig, Figure) and caption
-        accuracy_axes = [ax for ax in fig.axes if ax.get_visible() and name not in ("rates", "luck")]
+        accuracy_axes = [ax for ax in fig.axes if ax.get_visible() and name not in ("rates", "spread", "luck")]
         assert all(has_target_line(ax, 99.45) for ax in accuracy_axes)
         fig.clf()
 
@@ -172,10 +191,10 @@ def test_figures_return_figures_with_the_target_line(tmp_path):
 def test_report_on_real_sweep(sweep_results, tmp_path):
     """`sweep report` on the rows of a tiny real sweep (2 steps x 2 seeds x 2 epochs, quick)."""
     html = tmp_path / "report.html"
-    result = invoke("--out", sweep_results, "--html", html)
+    result = invoke("--out", sweep_results, "--html", html, "--last-k", 2)  # the runs train 2 epochs
     assert result.exit_code == 0, result.output
     text = html.read_text()
-    assert '<table id="verdict-table">' in text and text.count("data:image/png;base64,") == 6
+    assert '<table id="verdict-table">' in text and text.count("data:image/png;base64,") == 7
     assert "All runs here are --quick runs" in text
     runs = pd.read_csv(tmp_path / "runs_summary.csv")
     assert len(runs) == 4
@@ -194,3 +213,41 @@ def test_claim_above_our_max_names_the_assumptions(tmp_path):
     text = render_html(results, summary, {})
     assert "claim of 99.70 % sits at percentile 100 of our seeds&#x27; best epochs, above all of them." in text
     assert "this step assumes lr = 0.01: the seed does not say." in text
+
+
+def test_last_k_longer_than_every_run_is_one_line_and_exit_code_2(tmp_path):
+    write_steps(tmp_path, [{"step": "s1", "submission": "000", "order": 1, "params": 7_000, "epochs": 2}])
+    write_run(tmp_path, "s1", 0, [99.0, 99.5])
+    result = invoke("--out", tmp_path, "--last-k", 3)
+    assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: last-K window of 3 epochs is longer than every run")
+
+
+def test_readme_tables_are_the_code_s():
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert definitions_markdown(Options()) in readme
+    assert steps_columns_markdown() in readme
+
+
+def test_numbers_never_print_minus_zero():
+    assert num(-1.4e-14) == "0.00" and num(-0.004) == "0.00" and num(-0.005001) == "-0.01"
+    assert num(-1e-9, "+.3f") == "+0.000" and num(-1e-12, ".0%") == "0%" and num(np.nan) == "–"
+
+
+def test_plain_words_say_what_the_spread_means_for_luck(tmp_path):
+    write_steps(tmp_path, [{"step": "s1", "submission": "000", "order": 1, "params": 7_000, "epochs": 3}])
+    # finals with mean 99.38 and sample variance 0.0064 / 5 = 0.00128 pp^2 (SD 0.036 pp), against 0.00616 expected
+    # from the test set: even the interval's upper end (5 * 0.00128 / 0.831 - 0.00616 = 0.0015) stays below that
+    for seed, final in enumerate([99.33, 99.38, 99.41, 99.36, 99.43, 99.37]):
+        write_run(tmp_path, "s1", seed, [99.2, 99.45, final])
+    summary = summarize(load_results(tmp_path))
+    step = next(summary.steps.itertuples())
+    assert step.spread == "test set" and step.var_model_hi == pytest.approx(5 * 0.00128 / 0.8312 - step.var_test,
+                                                                            abs=1e-5)
+    words = in_plain_words(step, summary.options)
+    assert words.startswith("Lucky: 6 of 6 seeds reached 99.40 % at some epoch and 0 of 6 held it through the last 3 "
+                            "epochs. Final accuracy scatters across seeds by 0.036 pp (SD); the test set alone would "
+                            "make it scatter by 0.078 pp. That is all test-set noise: no seed is luckier than another. "
+                            "The step has one true accuracy, about 99.38 %, read with a noisy ruler, and its hits of "
+                            "the target are the ruler's noise, not lucky seeds.")
+    assert "-0.00" not in verdict_text(summary) and "-0.00" not in render_html(load_results(tmp_path), summary, {})

@@ -58,7 +58,17 @@ CASES = {
     "status: --out is a file": (["status", "--out", "{file}"], "no results folder at"),
     "status: unknown option": (["status", "--out", "{out}", "--jsn"], "No such option"),
     "report: no results folder": (["report", "--out", "{empty}"], "no such results folder"),
-    "report: --html not writable": (["report", "--out", "{out}", "--html", "{file}/r.html"], "cannot write the report"),
+    "report: --target 101": (["report", "--out", "{out}", "--target", "101"], "--target must be above 0"),
+    "report: --last-k 0": (["report", "--out", "{out}", "--last-k", "0"], "--last-k must be at least 1"),
+    "report: --last-k beyond every run": (["report", "--out", "{out}", "--last-k", "3"], "longer than every run"),
+    "report: --epoch-budget 0": (["report", "--out", "{out}", "--epoch-budget", "0"], "--epoch-budget must be at"),
+    "report: --max-params -5": (["report", "--out", "{out}", "--max-params", "-5"], "--max-params must be at least 1"),
+    "report: --max-epochs 0": (["report", "--out", "{out}", "--max-epochs", "0"], "--max-epochs must be at least 1"),
+    "report: --confidence 1.5": (["report", "--out", "{out}", "--confidence", "1.5"], "--confidence must be at"),
+    "report: --bootstrap 10": (["report", "--out", "{out}", "--bootstrap", "10"], "--bootstrap must be at least 100"),
+    "report: --bootstrap-seed -1": (["report", "--out", "{out}", "--bootstrap-seed", "-1"], "--bootstrap-seed must be"),
+    "report: --html not writable": (
+        ["report", "--out", "{out}", "--last-k", "1", "--html", "{file}/r.html"], "cannot write the report"),
     "steps: unknown step": (["steps", "nope"], "unknown step 'nope'"),
 }
 if torch.cuda.is_available():
@@ -121,13 +131,13 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(case, places, tmp_path):
     assert not Path(places["empty"]).exists() and list((tmp_path / "cwd").iterdir()) == []
 
 
-def test_the_cases_cover_every_option_of_run_and_status():
+def test_the_cases_cover_every_option_of_run_status_and_report():
     import typer
 
     assert len(CASES) >= 25
     used = {a.split("=")[0] for args, _ in CASES.values() for a in args if a.startswith("--")}
     commands = typer.main.get_command(app).commands
-    for name in ("run", "status"):
+    for name in ("run", "status", "report"):
         options = {o for p in commands[name].params for o in p.opts if o.startswith("--")}
         flags = {o for p in commands[name].params if getattr(p, "is_flag", False) for o in p.opts}  # on or off: nothing to get wrong
         assert options - flags - {"--help"} <= used, (name, options - flags - used)
