@@ -12,14 +12,15 @@ epochs but not yet its predictions; `predictions` then simply lacks that run. Ru
 
 Comparable groups
 -----------------
-Rows are pooled only within a *comparable group*: one step, one recipe hash, one `quick` flag, one precision
-(`sweeps.layout.COMPARABLE`). Quick rows train on
+Rows are pooled only within a *comparable group*: one step, one recipe hash, one `quick` flag, one precision, one
+`--vary` setting and base seed (`sweeps.layout.COMPARABLE`). Quick rows train on
 a tenth of the data for a short run, and a different hash means a different effective recipe, so pooling across
 groups would mix different experiments. Groups are never merged and never dropped; each row gets a `group` label
 that is the step name, extended only as far as needed to tell the step's groups apart:
 
 - `<step> [quick]` for quick rows, when the folder holds both quick and full rows;
 - `<step> [bf16]` for bf16 rows, when the folder holds rows of more than one precision;
+- `<step> [vary order b0]` for the rows of `sweep run --vary order --base-seed 0` (any `vary` other than `all`);
 - `<step> @<first 7 hash digits>`, when the step has rows under more than one recipe hash with the same quick flag
   and precision.
 
@@ -70,39 +71,41 @@ def load_results(out: Path) -> Results:
     epochs = _read_runs(out, layout.EPOCHS, EPOCH_COLUMNS)
     if epochs.empty:
         raise ReportError(f"{out}: no finished runs yet (no rows under epochs/)")
-    _refuse_duplicates(epochs, ["step", "seed", "epoch"], out / layout.EPOCHS)
+    _refuse_duplicates(epochs, ["step", "vary", "base_seed", "seed", "epoch"], out / layout.EPOCHS)
     predictions = _read_runs(out, layout.PREDICTIONS, PREDICTION_COLUMNS)
-    _refuse_duplicates(predictions, ["step", "seed"], out / layout.PREDICTIONS)
+    _refuse_duplicates(predictions, ["step", "vary", "base_seed", "seed"], out / layout.PREDICTIONS)
 
     keys = epochs[GROUP_KEY].drop_duplicates().reset_index(drop=True)
     keys["group"] = group_labels(keys)
     epochs = epochs.merge(keys, on=GROUP_KEY, how="left")
     # predictions count only beside their own run's epoch rows
-    runs = epochs[["step", "seed", "recipe_hash", "quick", "group"]].drop_duplicates()
-    match = ["step", "seed", "recipe_hash", "quick"]
+    runs = epochs[["step", "seed", "recipe_hash", "quick", "vary", "base_seed", "group"]].drop_duplicates()
+    match = ["step", "seed", "recipe_hash", "quick", "vary", "base_seed"]
     predictions = predictions.merge(runs, on=match) if len(predictions) else predictions.assign(group="")
     return Results(epochs=epochs, predictions=predictions, steps=_steps(out / layout.STEPS, epochs), out=out,
                    unfinished=_unfinished(out, epochs), quarantined=quarantined)
 
 
 def group_labels(keys: pd.DataFrame) -> pd.Series:
-    """Label each unique (step, recipe_hash, quick, precision) row as described in the module doc."""
+    """Label each unique (step, *layout.COMPARABLE) row as described in the module doc."""
     quick, precision = keys["quick"].astype(bool), keys["precision"].astype(str)
     label = keys["step"].astype(str)
     if quick.nunique() > 1:
         label = label.where(~quick, label + " [quick]")
     if precision.nunique() > 1:
         label = label.where(precision == "fp32", label + " [" + precision + "]")
-    hashes = keys.groupby(["step", "quick", "precision"])["recipe_hash"].transform("nunique")
+    varied = keys["vary"].astype(str) + " b" + keys["base_seed"].astype(str)
+    label = label.where(keys["vary"] == "all", label + " [vary " + varied + "]")
+    hashes = keys.groupby(["step", "quick", "precision", "vary", "base_seed"])["recipe_hash"].transform("nunique")
     return label.where(hashes == 1, label + " @" + keys["recipe_hash"].astype(str).str[:7])
 
 
 def _read_runs(out: Path, kind: str, required: set[str]) -> pd.DataFrame:
     """Every run file under `kind` (layout.run_files) as one frame, with `step` taken from its partition folder."""
     tables = []
-    for step, _, path in layout.run_files(out, kind):
+    for step, _, _, path in layout.run_files(out, kind):
         try:
-            table = pq.read_table(path)
+            table = layout.with_defaults(pq.read_table(path))
         except (pa.ArrowException, OSError) as e:
             raise ReportError(f"cannot read {path}: {_first_line(e)}") from None
         missing = required - set(table.column_names)
@@ -151,7 +154,7 @@ def _steps(path: Path, epochs: pd.DataFrame) -> pd.DataFrame:
 def _unfinished(out: Path, epochs: pd.DataFrame) -> dict[str, int]:
     """Per step, the runs with an in-flight marker (layout.markers) and no epoch rows yet."""
     finished = set(zip(epochs["step"], epochs["seed"]))
-    return dict(Counter(step for step, seed, _ in layout.markers(out) if (step, seed) not in finished))
+    return dict(Counter(f.step for f in layout.markers(out) if (f.step, f.seed) not in finished))
 
 
 def _first_line(e: Exception) -> str:

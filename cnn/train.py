@@ -1,8 +1,8 @@
 """Train one (step, seed) run: a generator of per-epoch records, with no printing and no Ray.
 
 The data stays on the run's device as uint8 tensors; each batch is gathered, rotated and normalised there
-(:mod:`cnn.data`). Four random streams, each seeded from the run seed, drive the four sources of randomness, so any
-one can later be varied alone (pass :class:`Seeds` explicitly):
+(:mod:`cnn.data`). Four random streams drive the four sources of randomness. Each is seeded from the run seed, or,
+for the streams a ``--vary`` run holds still, from its base seed (:attr:`Run.seeds`):
 
 * ``init``: the global generator while the network is built (PyTorch's default initialisation);
 * ``order``: a CPU generator for the per-epoch shuffle (``DataLoader(shuffle=True)``, ``drop_last=False``);
@@ -55,6 +55,21 @@ class Seeds:
         return cls(*(int(s) for s in np.random.SeedSequence(seed).generate_state(4)))
 
 
+STREAMS = tuple(f.name for f in dataclasses.fields(Seeds))  # init, order, augment, dropout
+
+
+def parse_vary(text: str) -> str:
+    """``--vary``'s canonical form: ``all``, ``none``, or the named streams comma-joined in :data:`STREAMS` order.
+    Raises ValueError naming what is not a stream."""
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    if names in ({"all"}, {"none"}):
+        return names.pop()
+    unknown = names - set(STREAMS)
+    if unknown or not names:
+        raise ValueError(f"--vary takes all, none, or a comma list of {', '.join(STREAMS)}; not {text!r}")
+    return "all" if names == set(STREAMS) else ",".join(s for s in STREAMS if s in names)
+
+
 @dataclass(frozen=True)
 class Run:
     """One (step, seed) run, worked out once when it is planned (:meth:`plan`): its effective recipe, recipe hash and
@@ -70,7 +85,8 @@ class Run:
     precision: str = "fp32"  # fp32 | bf16 (autocast; an explicit opt-in, recorded with the run)
     device: str = "cpu"
     threads: int | None = None  # CPU threads; None: torch's default
-    seeds: Seeds | None = None  # the four stream seeds; None: Seeds.of(seed)
+    vary: str = "all"  # the streams this run's seed drives (parse_vary); the others come from base_seed
+    base_seed: int = 0  # the seed of the streams held still; 0 where vary is "all"
 
     @classmethod
     def plan(cls, step: str, seed: int, *, epochs: int | None = None, quick: bool = False, **options) -> Run:
@@ -87,18 +103,43 @@ class Run:
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, not {self.precision!r}")
+        object.__setattr__(self, "vary", parse_vary(self.vary))
+        if self.vary == "all":  # every stream comes from the run seed: the base seed plays no part
+            object.__setattr__(self, "base_seed", 0)
+
+    @property
+    def seeds(self) -> Seeds:
+        """The four stream seeds: the run seed's for the streams it varies, the base seed's for the others."""
+        own, base = Seeds.of(self.seed), Seeds.of(self.base_seed)
+        varied = STREAMS if self.vary == "all" else self.vary.split(",")
+        return Seeds(**{s: getattr(own if s in varied else base, s) for s in STREAMS})
+
+    @property
+    def tag(self) -> str:
+        """'' for a run whose seed drives every stream; else ``vary-<streams joined by +>-b<base seed>``, which tells
+        its files apart from the same seed's ``all`` run (sweeps.layout parses it)."""
+        return "" if self.vary == "all" else f"vary-{self.vary.replace(',', '+')}-b{self.base_seed}"
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        """What names the run's files: (step, seed, tag)."""
+        return self.step, self.seed, self.tag
 
     @property
     def name(self) -> str:
-        return f"{self.step}#{self.seed}"
+        return f"{self.step}#{self.seed}" + (f"-{self.tag}" if self.tag else "")
 
     @property
     def columns(self) -> dict[str, Any]:
         """The columns that every row of this run shares (sweeps.layout.EPOCH_COLUMNS says what each means)."""
+        seeds = self.seeds
         return {
-            "submission": zoo.get_step(self.step).submission, "seed": self.seed, "epochs": self.recipe.epochs, "params": self.params,
-            "run_id": f"{self.step}/seed={self.seed}/{self.recipe_hash}", "recipe_hash": self.recipe_hash,
-            "quick": self.quick, "overrides": self.overrides, "precision": self.precision,
+            "submission": zoo.get_step(self.step).submission, "seed": self.seed, "epochs": self.recipe.epochs,
+            "params": self.params, "run_id": "/".join(filter(None, (self.step, f"seed={self.seed}", self.recipe_hash,
+                                                                      self.tag))),
+            "recipe_hash": self.recipe_hash, "quick": self.quick, "overrides": self.overrides,
+            "precision": self.precision, "vary": self.vary, "base_seed": self.base_seed,
+            **{f"seed_{s}": getattr(seeds, s) for s in STREAMS},
         }
 
 
@@ -113,7 +154,7 @@ class Epoch:
 
 def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterator[Epoch]:
     """Yield one :class:`Epoch` per epoch of ``run``; with ``resume`` (an ``Epoch.state()``), continue after it."""
-    recipe, seeds = run.recipe, run.seeds or Seeds.of(run.seed)
+    recipe, seeds = run.recipe, run.seeds
     device = torch.device(run.device)
     if run.threads:
         torch.set_num_threads(run.threads)

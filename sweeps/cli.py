@@ -131,6 +131,11 @@ def run(
     bf16: Annotated[bool, typer.Option(help="Train under bf16 autocast (recorded with the rows) instead of fp32.")] = False,
     max_failures: Annotated[int, typer.Option(help="Retries of a run whose worker fails, from its last checkpoint.")] = 2,
     dry_run: Annotated[bool, typer.Option(help="Print what would be trained, resumed and kept; start nothing.")] = False,
+    vary: Annotated[
+        str, typer.Option(help="Random streams the seed varies: all, none, or a comma list of init, order, augment, "
+                          "dropout; the others stay at --base-seed's.")
+    ] = "all",
+    base_seed: Annotated[int, typer.Option(help="Seed of the streams --vary holds still.")] = 0,
 ) -> None:
     """Train every (step, seed) run that the results folder does not hold yet, spread over Ray.
 
@@ -143,7 +148,7 @@ def run(
         steps=tuple(steps), seeds=seeds if seeds is not None else (2 if quick else 5), seed_start=seed_start,
         out=out, data_dir=data_dir, num_cpus=num_cpus, num_gpus=num_gpus, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, storage=storage, epochs=epochs, quick=quick,
-        precision="bf16" if bf16 else "fp32", max_failures=max_failures,
+        precision="bf16" if bf16 else "fp32", max_failures=max_failures, vary=vary, base_seed=base_seed,
     )
     if dry_run:
         _print_plan(prepare(config))
@@ -173,11 +178,11 @@ def _print_plan(sweep) -> None:
     typer.echo(f"{'step':<17} {'done':<12} {'resume (epochs held)':<24} new")
     by_step: dict[str, list] = {}
     for run in sweep.runs:
-        by_step.setdefault(run.step, []).append(run)
+        by_step.setdefault(f"{run.step} [{run.tag}]" if run.tag else run.step, []).append(run)
     for step, runs in by_step.items():
-        done = [r.seed for r in runs if r.name in sweep.done]
-        resume = [f"{r.seed} ({sweep.resume[r.name][1]}/{r.recipe.epochs})" for r in runs if r.name in sweep.resume]
-        new = [r.seed for r in runs if r.name not in sweep.done and r.name not in sweep.resume]
+        done = [r.seed for r in runs if r.key in sweep.done]
+        resume = [f"{r.seed} ({sweep.resume[r.key][1]}/{r.recipe.epochs})" for r in runs if r.key in sweep.resume]
+        new = [r.seed for r in runs if r.key not in sweep.done and r.key not in sweep.resume]
         typer.echo(f"{step:<17} {_ranges(done):<12} {', '.join(resume) or '-':<24} {_ranges(new)}")
     todo = sweep.todo
     total = sum(r.recipe.epochs for r in sweep.runs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,15 +21,20 @@ QUARANTINE = "quarantine"
 LOCK = ".sweep.lock"
 # Rows of one step are pooled, and added to, only where these agree; anything else that changes the numbers is in
 # the recipe hash (network, recipe, overrides, quick).
-COMPARABLE = ["recipe_hash", "quick", "precision"]
-SEED_NAME = re.compile(r"seed-(\d+)\.(parquet|json)")  # seed-0007.parquet, seed-0007.json
+COMPARABLE = ["recipe_hash", "quick", "precision", "vary", "base_seed"]
+DEFAULTS = {"vary": "all", "base_seed": 0}  # for files written before these columns existed
+# seed-0007.parquet, seed-0007.json; a --vary run adds its tag (cnn.train.Run.tag): seed-0007-vary-order-b0.parquet
+SEED_NAME = re.compile(r"seed-(\d+)(?:-(vary-[a-z+]+-b\d+))?\.(parquet|json)")
 
 LAYOUT = f"""\
 OUT/
   {STEPS}                          one row per step that has rows here (metadata, claims, assumptions)
-  {EPOCHS}/step=<name>/seed-<SSSS>.parquet one file per *finished* run: one row per epoch   (hive-partitioned by step)
-  {PREDICTIONS}/step=<name>/seed-<SSSS>.parquet one row per finished run: final-epoch per-example predictions
-  {RUNS}/<name>/seed-<SSSS>.json           in-flight state of a run not yet finished: epoch reached, checkpoint, error
+  {EPOCHS}/step=<name>/seed-<SSSS>[-<tag>].parquet one file per *finished* run: one row per epoch (hive: by step)
+  {PREDICTIONS}/step=<name>/seed-<SSSS>[-<tag>].parquet one row per finished run: final-epoch predictions
+  {RUNS}/<name>/seed-<SSSS>[-<tag>].json  in-flight state of a run not yet finished: epoch reached, checkpoint, error
+
+<tag> is there only for runs of `sweep run --vary` other than `all`: vary-<sources joined by +>-b<base seed>,
+e.g. seed-0003-vary-order-b0.parquet, so that such runs live beside the `all` runs of the same step and seed.
   {TUNE}/                                  Ray Tune's own experiment state (unless --storage points elsewhere)
   {QUARANTINE}/                            damaged files moved aside (same relative paths); their runs train again"""
 
@@ -56,6 +61,13 @@ EPOCH_COLUMNS = [
     ("quick", pa.bool_(), "trained with `--quick` (10 % stratified train slice, 1 epoch unless --epochs)"),
     ("overrides", pa.string(), "JSON object of recipe fields overridden on the command line, `{}` when none"),
     ("precision", pa.string(), "`fp32` or `bf16`"),
+    ("vary", pa.string(), "the random streams that vary with the seed (`sweep run --vary`): `all`, `none`, or a "
+     "comma list of `init`, `order`, `augment`, `dropout`; the others are held at the base seed's"),
+    ("base_seed", pa.int64(), "the seed whose streams the ones not varied take (`--base-seed`); 0 when `vary` is `all`"),
+    ("seed_init", pa.int64(), "seed of the weight-initialisation stream actually used"),
+    ("seed_order", pa.int64(), "seed of the data-order stream actually used"),
+    ("seed_augment", pa.int64(), "seed of the augmentation (rotation angle) stream actually used"),
+    ("seed_dropout", pa.int64(), "seed of the dropout-mask stream actually used"),
     ("device", pa.string(), "e.g. `cpu`, `NVIDIA H100 80GB HBM3`"),
     ("host", pa.string(), "host name of the worker"),
     ("torch_version", pa.string(), "torch version of the worker"),
@@ -64,7 +76,7 @@ EPOCH_COLUMNS = [
     ("wall_time", pa.timestamp("us", tz="UTC"), "when the epoch finished"),
 ]
 PREDICTION_COLUMNS = [
-    *(c for c in EPOCH_COLUMNS if c[0] in ("submission", "seed", "run_id", "recipe_hash", "quick")),
+    *(c for c in EPOCH_COLUMNS if c[0] in ("submission", "seed", "run_id", "recipe_hash", "quick", "vary", "base_seed")),
     ("epoch", pa.int32(), "the final epoch, whose predictions these are"),
     ("n", pa.int32(), "number of test images (10,000)"),
     ("pred", pa.binary(), "`n` bytes: predicted label (uint8) per test image, in test-set order"),
@@ -101,37 +113,53 @@ EPOCH_SCHEMA, PREDICTION_SCHEMA, STEP_SCHEMA = map(_schema, (EPOCH_COLUMNS, PRED
 # --- paths ----------------------------------------------------------------------------------------------------------
 
 
-def run_file(out: Path, kind: str, step: str, seed: int) -> Path:
+class RunFile(NamedTuple):
+    step: str
+    seed: int
+    tag: str  # "" for a run whose seed drives every random stream; else its --vary tag (cnn.train.Run.tag)
+    path: Path
+
+
+def stem(seed: int, tag: str = "") -> str:
+    return f"seed-{seed:04d}" + (f"-{tag}" if tag else "")
+
+
+def run_file(out: Path, kind: str, step: str, seed: int, tag: str = "") -> Path:
     """A finished run's file under ``kind`` (:data:`EPOCHS` or :data:`PREDICTIONS`)."""
-    return out / kind / f"step={step}" / f"seed-{seed:04d}.parquet"
+    return out / kind / f"step={step}" / f"{stem(seed, tag)}.parquet"
 
 
-def marker_file(out: Path, step: str, seed: int) -> Path:
+def marker_file(out: Path, step: str, seed: int, tag: str = "") -> Path:
     """An unfinished run's in-flight marker."""
-    return out / RUNS / step / f"seed-{seed:04d}.json"
+    return out / RUNS / step / f"{stem(seed, tag)}.json"
 
 
-def parse_seed(path: Path) -> int | None:
-    """The seed of ``seed-NNNN.parquet`` or ``seed-NNNN.json``; None for any other name (a writer's dot-named
-    temporary file, say)."""
+def parse_name(path: Path) -> tuple[int, str] | None:
+    """(seed, tag) of a run file or marker name; None for any other name (a writer's dot-named temporary file)."""
     match = SEED_NAME.fullmatch(path.name)
-    return int(match.group(1)) if match else None
+    return (int(match.group(1)), match.group(2) or "") if match else None
 
 
-def run_files(out: Path, kind: str) -> Iterator[tuple[str, int, Path]]:
-    """(step, seed, path) of every run file under ``kind``, sorted by path."""
+def run_files(out: Path, kind: str) -> Iterator[RunFile]:
+    """Every run file under ``kind``, sorted by path."""
     for path in sorted((out / kind).glob("step=*/seed-*.parquet")):
-        seed = parse_seed(path)
-        if seed is not None:
-            yield path.parent.name.removeprefix("step="), seed, path
+        if name := parse_name(path):
+            yield RunFile(path.parent.name.removeprefix("step="), *name, path)
 
 
-def markers(out: Path) -> Iterator[tuple[str, int, Path]]:
-    """(step, seed, path) of every in-flight marker, sorted by path."""
+def markers(out: Path) -> Iterator[RunFile]:
+    """Every in-flight marker, sorted by path."""
     for path in sorted((out / RUNS).glob("*/seed-*.json")):
-        seed = parse_seed(path)
-        if seed is not None:
-            yield path.parent.name, seed, path
+        if name := parse_name(path):
+            yield RunFile(path.parent.name, *name, path)
+
+
+def with_defaults(table: pa.Table) -> pa.Table:
+    """``table`` with the :data:`DEFAULTS` columns it lacks (files written before those columns existed)."""
+    for name, value in DEFAULTS.items():
+        if name not in table.column_names:
+            table = table.append_column(name, pa.array([value] * table.num_rows, EPOCH_SCHEMA.field(name).type))
+    return table
 
 
 def quarantine_damaged(out: Path) -> list[tuple[Path, Path]]:
@@ -139,19 +167,22 @@ def quarantine_damaged(out: Path) -> list[tuple[Path, Path]]:
     ``steps.parquet``, into ``OUT/quarantine/`` under the same relative paths, never deleting or overwriting, so that
     one damaged file blocks nothing: the run counts as not finished and trains again. Returns (damaged file, where it
     went) pairs."""
-    damaged = [path for kind in (EPOCHS, PREDICTIONS) for _, _, path in run_files(out, kind) if not _readable(path)]
-    damaged += [out / STEPS] if (out / STEPS).exists() and not _readable(out / STEPS) else []
+    damaged = [f for kind in (EPOCHS, PREDICTIONS) for f in run_files(out, kind) if not _readable(f.path)]
+    steps = [out / STEPS] if (out / STEPS).exists() and not _readable(out / STEPS) else []
     moved = {}
-    for path in damaged:
-        seed = parse_seed(path)
-        run = [run_file(out, kind, path.parent.name.removeprefix("step="), seed) for kind in (EPOCHS, PREDICTIONS)]
-        for file in filter(Path.exists, run if seed is not None else [path]):
-            target = out / QUARANTINE / file.relative_to(out)
-            while target.exists():
-                target = target.with_name(target.name + "~")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            moved[file] = file.rename(target)
-    return [(path, moved[path]) for path in damaged]
+    for f in damaged:
+        for file in filter(Path.exists, (run_file(out, kind, f.step, f.seed, f.tag) for kind in (EPOCHS, PREDICTIONS))):
+            moved[file] = _move_aside(out, file)
+    moved.update({path: _move_aside(out, path) for path in steps})
+    return [(path, moved[path]) for path in [f.path for f in damaged] + steps]
+
+
+def _move_aside(out: Path, file: Path) -> Path:
+    target = out / QUARANTINE / file.relative_to(out)
+    while target.exists():
+        target = target.with_name(target.name + "~")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return file.rename(target)
 
 
 def quarantined(out: Path) -> list[Path]:

@@ -33,6 +33,7 @@ from sweeps.layout import (
     markers,
     run_file,
     run_files,
+    with_defaults,
     write_atomic,
     write_table,
 )
@@ -54,14 +55,14 @@ def write_run(out: Path, run: Run, rows: list[dict[str, Any]], predictions: np.n
     """Write a finished run: its epoch rows, then its final-epoch predictions, then drop its in-flight marker."""
     pred = {**run.columns, "epoch": rows[-1]["epoch"], "n": len(predictions),
             "pred": predictions.astype(np.uint8).tobytes(), "correct": np.packbits(predictions == labels).tobytes()}
-    write_table(run_file(out, EPOCHS, run.step, run.seed), rows, EPOCH_SCHEMA)
-    write_table(run_file(out, PREDICTIONS, run.step, run.seed), [pred], PREDICTION_SCHEMA)
-    marker_file(out, run.step, run.seed).unlink(missing_ok=True)
+    write_table(run_file(out, EPOCHS, *run.key), rows, EPOCH_SCHEMA)
+    write_table(run_file(out, PREDICTIONS, *run.key), [pred], PREDICTION_SCHEMA)
+    marker_file(out, *run.key).unlink(missing_ok=True)
 
 
-def write_marker(out: Path, step: str, seed: int, **state: Any) -> None:
+def write_marker(out: Path, step: str, seed: int, tag: str = "", **state: Any) -> None:
     """Record an unfinished run's state (epoch reached, checkpoint URI, error), merged into what is there."""
-    path = marker_file(out, step, seed)
+    path = marker_file(out, step, seed, tag)
     text = json.dumps({**read_marker(path), **state}, indent=1)
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
@@ -73,44 +74,45 @@ def read_marker(path: Path) -> dict[str, Any]:
         return {}
 
 
-def finished(out: Path) -> dict[tuple[str, int], tuple]:
-    """(step, seed) -> the comparability key (``layout.COMPARABLE``) of every finished run, read from its epochs."""
+def finished(out: Path) -> dict[tuple[str, int, str], tuple]:
+    """Run key (step, seed, tag) -> comparability key (``layout.COMPARABLE``) of every finished run."""
     done = {}
-    for step, seed, path in run_files(out, EPOCHS):
+    for f in run_files(out, EPOCHS):
         try:
-            table = pq.read_table(path, columns=COMPARABLE)
+            table = with_defaults(pq.read_table(f.path))
         except (pa.ArrowException, OSError) as e:
-            raise Incompatible(f"{path} is not a results file of this tool ({str(e).splitlines()[0]})") from None
+            raise Incompatible(f"{f.path} is not a results file of this tool ({str(e).splitlines()[0]})") from None
         if table.num_rows:
-            done[(step, seed)] = tuple(table[c][0].as_py() for c in COMPARABLE)
+            done[(f.step, f.seed, f.tag)] = tuple(table[c][0].as_py() for c in COMPARABLE)
     return done
 
 
-def check_compatible(out: Path, done: dict[tuple[str, int], tuple], runs: Iterable[Run]) -> None:
-    """Refuse to add runs under a step whose finished runs (``done``, from :func:`finished`) differ from them in the
-    comparability key: another recipe hash, quick flag or precision."""
-    existing: dict[str, tuple] = {}
-    for (step, _), key in done.items():
-        existing.setdefault(step, key)
+def check_compatible(out: Path, done: dict[tuple[str, int, str], tuple], runs: Iterable[Run]) -> None:
+    """Refuse to add runs beside finished runs (``done``, from :func:`finished`) of the same step and ``--vary``
+    setting that differ from them in the comparability key: another recipe hash, quick flag or precision."""
+    existing: dict[tuple[str, str], tuple] = {}
+    for (step, _, tag), key in done.items():
+        existing.setdefault((step, tag), key)
 
-    def kind(recipe_hash: str, quick: bool, precision: str) -> str:
+    def kind(recipe_hash: str, quick: bool, precision: str, *_) -> str:
         return f"{'quick' if quick else 'full'} {precision} rows with recipe {recipe_hash}"
 
     for run in runs:
         key = tuple(run.columns[c] for c in COMPARABLE)
-        if existing.get(run.step, key) != key:
-            raise Incompatible(f"{out} holds {kind(*existing[run.step])} for {run.step}; this sweep would add "
-                               f"{kind(*key)}: use another --out")
+        have = existing.get((run.step, run.tag), key)
+        if have != key:
+            raise Incompatible(f"{out} holds {kind(*have)} for {run.step}; this sweep would add {kind(*key)}: "
+                               "use another --out")
 
 
-def resumable(out: Path) -> dict[str, tuple[str, int]]:
-    """Run name -> (checkpoint URI, epochs it holds) of every in-flight marker whose checkpoint is still there."""
+def resumable(out: Path) -> dict[tuple[str, int, str], tuple[str, int]]:
+    """Run key -> (checkpoint URI, epochs it holds) of every in-flight marker whose checkpoint is still there."""
     resume = {}
-    for step, seed, path in markers(out):
-        m = read_marker(path)
+    for f in markers(out):
+        m = read_marker(f.path)
         checkpoint = m.get("checkpoint")
         if checkpoint and ("://" in checkpoint or Path(checkpoint).exists()):  # else its tune/ folder was removed
-            resume[f"{step}#{seed}"] = (checkpoint, int(m.get("epoch", 0)))
+            resume[(f.step, f.seed, f.tag)] = (checkpoint, int(m.get("epoch", 0)))
     return resume
 
 
@@ -139,26 +141,31 @@ def step_row(run: Run) -> dict[str, Any]:
 @dataclass
 class StepStatus:
     done: list[int] = dataclasses.field(default_factory=list)
-    partial: dict[int, str] = dataclasses.field(default_factory=dict)  # seed -> "running 3/15" / "stopped at ..."
+    partial: dict[int, str] = dataclasses.field(default_factory=dict)  # seed -> "running epoch 3/15" / "stopped at …"
     failed: dict[int, str] = dataclasses.field(default_factory=dict)  # seed -> one-line error
 
 
 def status(out: Path) -> dict[str, StepStatus]:
-    """Per step, which seeds are done, unfinished (running, or interrupted with a checkpoint) and failed."""
+    """Per step (and ``--vary`` tag: ``step [tag]``), which seeds are done, unfinished (running, or interrupted with
+    a checkpoint) and failed."""
     from filelock import FileLock, Timeout
 
+    def row(step: str, tag: str) -> StepStatus:
+        return result.setdefault(f"{step} [{tag}]" if tag else step, StepStatus())
+
     result: dict[str, StepStatus] = {}
-    for step, seed in sorted(finished(out)):
-        result.setdefault(step, StepStatus()).done.append(seed)
+    done = finished(out)
+    for step, seed, tag in sorted(done):
+        row(step, tag).done.append(seed)
     try:  # a held lock means a live sweep is writing: its in-flight runs are running, not interrupted
         with FileLock(str(out / LOCK), timeout=0):
             live = False
     except Timeout:
         live = True
-    for step, seed, path in markers(out):
-        m, s = read_marker(path), result.setdefault(step, StepStatus())
+    for f in markers(out):
+        m, s = read_marker(f.path), row(f.step, f.tag)
         if m.get("error"):
-            s.failed[seed] = m["error"]
-        elif seed not in s.done:
-            s.partial[seed] = f"{'running' if live else 'stopped at'} epoch {m.get('epoch', 0)}/{m.get('epochs', '?')}"
+            s.failed[f.seed] = m["error"]
+        elif (f.step, f.seed, f.tag) not in done:
+            s.partial[f.seed] = f"{'running' if live else 'stopped at'} epoch {m.get('epoch', 0)}/{m.get('epochs', '?')}"
     return result

@@ -32,7 +32,7 @@ from filelock import FileLock, Timeout
 
 from cnn import zoo
 from cnn.data import MNIST, load_mnist
-from cnn.train import Run, load_checkpoint, save_checkpoint, train
+from cnn.train import Run, load_checkpoint, parse_vary, save_checkpoint, train
 from sweeps import BadSweep, layout, results
 from sweeps.layout import LOCK, TUNE
 
@@ -65,8 +65,14 @@ class SweepConfig:
     quick: bool = False
     precision: str = "fp32"  # fp32 | bf16
     max_failures: int = 2  # retries of a trial whose worker fails
+    vary: str = "all"  # the random streams the seed drives: all, none, or a comma list (cnn.train.parse_vary)
+    base_seed: int = 0  # the seed of the streams not varied
 
     def __post_init__(self):
+        try:
+            object.__setattr__(self, "vary", parse_vary(self.vary))
+        except ValueError as e:
+            raise BadSweep(str(e)) from None
         checks = [
             (self.seeds >= 1, f"--seeds must be at least 1, not {self.seeds}"),
             (self.seed_start >= 0, f"--seed-start must be 0 or more, not {self.seed_start}"),
@@ -76,6 +82,7 @@ class SweepConfig:
             (self.num_cpus is None or self.num_cpus >= 1, f"--num-cpus must be at least 1, not {self.num_cpus}"),
             (self.num_gpus is None or self.num_gpus >= 0, f"--num-gpus must not be negative, not {self.num_gpus}"),
             (self.max_failures >= 0, f"--max-failures must be 0 or more, not {self.max_failures}"),
+            (self.base_seed >= 0, f"--base-seed must be 0 or more, not {self.base_seed}"),
             (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, not {self.precision!r}"),
             (self.out.expanduser().resolve() != Path.cwd(),
              f"--out '{self.out}' is the current folder; name a results folder of its own, e.g. --out results"),
@@ -91,7 +98,8 @@ def plan(config: SweepConfig) -> list[Run]:
     runs = []
     for step in zoo.select(list(config.steps)):
         first = Run.plan(step.name, config.seed_start, epochs=config.epochs, quick=config.quick,
-                         precision=config.precision, device=device, threads=threads)
+                         precision=config.precision, device=device, threads=threads, vary=config.vary,
+                         base_seed=config.base_seed)
         runs += [dataclasses.replace(first, seed=s) for s in range(config.seed_start, config.seed_start + config.seeds)]
     return runs
 
@@ -102,16 +110,16 @@ class Plan:
 
     out: Path
     runs: list[Run]
-    done: frozenset[str]  # names of the runs with rows in the folder
-    resume: dict[str, tuple[str, int]]  # run name -> (checkpoint URI, epochs it holds), for runs not done
+    done: frozenset[tuple[str, int, str]]  # keys (Run.key) of the runs with rows in the folder
+    resume: dict[tuple[str, int, str], tuple[str, int]]  # run key -> (checkpoint URI, epochs it holds), not done
     quarantined: list[tuple[Path, Path]]  # damaged files moved aside just now: (from, to)
 
     @property
     def todo(self) -> list[Run]:
-        return [r for r in self.runs if r.name not in self.done]
+        return [r for r in self.runs if r.key not in self.done]
 
     def epochs_left(self, run: Run) -> int:
-        return run.recipe.epochs - self.resume.get(run.name, ("", 0))[1]
+        return run.recipe.epochs - self.resume.get(run.key, ("", 0))[1]
 
 
 def prepare(config: SweepConfig) -> Plan:
@@ -121,23 +129,22 @@ def prepare(config: SweepConfig) -> Plan:
     quarantined = layout.quarantine_damaged(out)
     runs, done = plan(config), results.finished(out)
     results.check_compatible(out, done, runs)
-    names = frozenset(f"{step}#{seed}" for step, seed in done)
-    asked = {r.name for r in runs}
-    resume = {name: c for name, c in results.resumable(out).items() if name in asked and name not in names}
-    return Plan(out, runs, names, resume, quarantined)
+    asked = {r.key for r in runs}
+    resume = {key: c for key, c in results.resumable(out).items() if key in asked and key not in done}
+    return Plan(out, runs, frozenset(done), resume, quarantined)
 
 
 @dataclass
 class SweepSummary:
     sweep_id: str
     plan: Plan
-    trained: list[str] = field(default_factory=list)  # names of the runs finished now
+    trained: list[tuple[str, int, str]] = field(default_factory=list)  # keys of the runs finished now
     failed: list[str] = field(default_factory=list)  # "name: one-line error"
     seconds: float = 0.0
 
     @property
     def resumed(self) -> int:
-        return sum(name in self.plan.resume for name in self.trained)
+        return sum(key in self.plan.resume for key in self.trained)
 
     @property
     def unfinished(self) -> int:
@@ -187,7 +194,7 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
 def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, runs: dict[str, Run], data: MNIST, callbacks):
     """One trial per run, the largest networks first, named by the run's name (config ``run``); the trainable looks
     the run up, and resumes it from the checkpoint its marker names, if any."""
-    resume_from = {name: checkpoint for name, (checkpoint, _) in sweep.resume.items()}
+    resume_from = {r.name: sweep.resume[r.key][0] for r in runs.values() if r.key in sweep.resume}
     trainable = tune.with_parameters(train_trial, data=data, runs=runs, resume_from=resume_from)
     return tune.Tuner(
         tune.with_resources(trainable, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}),
@@ -250,13 +257,13 @@ class ResultsWriter(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run = self.runs[trial.config["run"]]
-        results.write_marker(self.out, run.step, run.seed, epoch=result["epoch"], epochs=run.recipe.epochs,
+        results.write_marker(self.out, *run.key, epoch=result["epoch"], epochs=run.recipe.epochs,
                              sweep_id=self.columns["sweep_id"], error=None)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         run, fs = self.runs[trial.config["run"]], checkpoint.filesystem.type_name
         uri = checkpoint.path if fs == "local" else f"{fs}://{checkpoint.path}"
-        results.write_marker(self.out, run.step, run.seed, checkpoint=uri)
+        results.write_marker(self.out, *run.key, checkpoint=uri)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run = self.runs[trial.config["run"]]
@@ -264,11 +271,11 @@ class ResultsWriter(tune.Callback):
             history = json.loads((Path(d) / "history.json").read_text())
             predictions = np.load(Path(d) / "predictions.npy")
         results.write_run(self.out, run, results.rows(run, history, **self.columns), predictions, self.labels)
-        self.written.append(run.name)
+        self.written.append(run.key)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run, error = self.runs[trial.config["run"]], _last_error_line(trial)
-        results.write_marker(self.out, run.step, run.seed, error=error)
+        results.write_marker(self.out, *run.key, error=error)
         self.failed.append(f"{run.name}: {error}")
 
 

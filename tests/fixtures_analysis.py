@@ -23,13 +23,14 @@ def write_run(out: Path, step: str, seed: int, accs, *, submission: str = "000",
     """One finished run: its epoch rows (test accuracies `accs`, percent, multiples of 0.01) and, when `correct`
     (bool per test image) is given, its predictions row."""
     fixed = {"submission": submission, "seed": seed, "run_id": f"{step}/seed={seed}/{recipe_hash}",
-             "recipe_hash": recipe_hash, "quick": quick}
+             "recipe_hash": recipe_hash, "quick": quick, "vary": "all", "base_seed": 0}
     rows = [
         {**fixed, "epoch": epoch, "epochs": epochs or len(accs), "train_loss": 0.05, "train_acc": 99.0,
          "test_loss": 0.02, "test_acc": correct_count / 10_000 * 100, "test_correct": correct_count,
          "test_total": 10_000, "lr": 0.01, "epoch_seconds": 1.5, "images_per_sec": 40_000.0, "params": params,
          "sweep_id": "test-sweep", "overrides": overrides, "precision": precision, "device": "cpu", "host": "test",
-         "torch_version": "2.5.0", "ray_version": "2.40.0", "project_version": "0.1.0",
+         "torch_version": "2.5.0", "ray_version": "2.40.0", "project_version": "0.1.0", "seed_init": seed,
+         "seed_order": seed, "seed_augment": seed, "seed_dropout": seed,
          "wall_time": datetime(2025, 1, 1, tzinfo=timezone.utc)}
         for epoch, correct_count in enumerate(np.round(np.asarray(accs) * 100).astype(int).tolist(), start=1)
     ]

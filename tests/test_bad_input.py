@@ -185,7 +185,7 @@ def test_interrupted_sweep_exits_130_and_says_how_to_continue(tmp_path, data_dir
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            if any(results.read_marker(p).get("checkpoint") for _, _, p in layout.markers(out)):
+            if any(results.read_marker(p).get("checkpoint") for *_, p in layout.markers(out)):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "the sweep ended before it could be interrupted"

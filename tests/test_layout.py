@@ -26,8 +26,14 @@ def test_fixture_files_have_the_writers_schemas(sweep_results, tmp_path):
     ).remove_metadata()
 
 
-def test_seed_file_names_parse_one_way():
-    assert layout.parse_seed(layout.run_file(Path("o"), layout.EPOCHS, "s", 7)) == 7
-    assert layout.parse_seed(layout.marker_file(Path("o"), "s", 12)) == 12
-    for name in (".seed-0007.parquet.123.tmp", "seed-0007.parquet.tmp", "seed-x.parquet", "part-0.parquet"):
-        assert layout.parse_seed(Path(name)) is None, name
+def test_run_file_names_parse_one_way():
+    from cnn.train import Run
+
+    assert layout.parse_name(layout.run_file(Path("o"), layout.EPOCHS, "s", 7)) == (7, "")
+    assert layout.parse_name(layout.marker_file(Path("o"), "s", 12)) == (12, "")
+    tag = Run.plan("s003-model4", 3, vary="dropout,order", base_seed=5).tag
+    assert tag == "vary-order+dropout-b5"
+    assert layout.parse_name(layout.run_file(Path("o"), layout.EPOCHS, "s", 3, tag)) == (3, tag)
+    for name in (".seed-0007.parquet.123.tmp", "seed-0007.parquet.tmp", "seed-x.parquet", "part-0.parquet",
+                 "seed-0007-vary-.parquet"):
+        assert layout.parse_name(Path(name)) is None, name

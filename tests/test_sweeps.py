@@ -90,7 +90,7 @@ def test_more_seeds_trains_only_the_new_ones(sweep_results, tiny, tmp_path):
 class KillWorkerOnce:
     """A Tune callback that SIGKILLs the worker process of one trial once its first epoch's checkpoint is saved."""
 
-    def __new__(cls, step, seed):
+    def __new__(cls, step, seed, tag=""):
         from ray import tune
 
         class Kill(tune.Callback):
@@ -98,7 +98,8 @@ class KillWorkerOnce:
 
             def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
                 result = trial.last_result
-                if trial.config["run"] == f"{step}#{seed}" and result["epoch"] == 1 and self.killed_at is None:
+                name = f"{step}#{seed}" + (f"-{tag}" if tag else "")
+                if trial.config["run"] == name and result["epoch"] == 1 and self.killed_at is None:
                     self.killed_at = time.time()
                     os.kill(result["pid"], signal.SIGKILL)
 
