@@ -246,6 +246,27 @@ def spread(steps: pd.DataFrame, options: Options = Options()) -> Figure:
 
 
 @_styled
+def sources(runs: pd.DataFrame, table: pd.DataFrame, options: Options = Options()) -> Figure:
+    """One row per step swept under several --vary settings, one box of final accuracies per setting: which source
+    of randomness drives the spread. `table` is `stats.sources`."""
+    steps = table["step"].unique().tolist()
+    fig, axes = plt.subplots(len(steps), 1, figsize=(9, 0.8 + 0.45 * len(table) + 0.5 * len(steps)), squeeze=False,
+                             sharex=True)
+    for ax, step in zip(axes[:, 0], steps):
+        rows = table[table["step"] == step]
+        data = runs[runs["group"].isin(rows["group"])].merge(rows[["group", "vary"]], on="group")
+        common = {"data": data, "x": "final_acc", "y": "vary", "order": rows["vary"].tolist(), "ax": ax}
+        sns.boxplot(**common, color="0.85", showfliers=False, whis=(0, 100), linewidth=0.9)
+        sns.stripplot(**common, color=MODEL_COLOR, size=4, alpha=0.8, jitter=0.15)
+        _target(ax, options, "x")
+        ax.set(ylabel="", title=step, xlabel="")
+    axes[-1, 0].set_xlabel("final test accuracy (%)")
+    fig.suptitle("Which source of randomness spreads final accuracy (--vary)", y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+@_styled
 def noise(options: Options = Options()) -> Figure:
     """How often one test of a model of a given true accuracy scores at or above the target."""
     se = float(binomial_se(options.target, options.n_test))
@@ -289,6 +310,10 @@ def all_figures(summary: Summary, epochs: pd.DataFrame) -> dict[str, tuple[Figur
                    "earlier one (ties count one half); 0.5 means no difference."),
         "luck": (luck(runs, steps, o),
                  "A large luck gap means the best epoch was a spike, not a level the run kept."),
+        **({"sources": (sources(runs, summary.sources, o),
+                        "Each box holds one --vary setting's seeds: only that stream changes from seed to seed, the "
+                        "others stay at the base seed's; 'all' varies every stream, 'none' none. The widest box names "
+                        "the source that makes seeds lucky or unlucky.")} if len(summary.sources) else {}),
         "noise": (noise(o),
                   "A fixed model would score differently on another draw of test images: the binomial standard "
                   "error of one test is the half-width of the orange band on every accuracy plot."),

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Results
-from analysis.stats import MORE_SEEDS, Options, Summary, binomial_se, listed, median_ci_min_n, prob_at_least
+from analysis.stats import source_words, MORE_SEEDS, Options, Summary, binomial_se, listed, median_ci_min_n, prob_at_least
 
 DASH = "–"
 
@@ -46,6 +46,8 @@ def write_report(results: Results, summary: Summary, html_path: Path) -> ReportP
     steps_csv(summary).to_csv(paths.steps_csv, index=False)
     summary.runs.to_csv(paths.runs_csv, index=False)
     summary.progression.to_csv(paths.progression_csv, index=False)
+    if len(summary.sources):  # only for steps swept under several --vary settings
+        summary.sources.to_csv(html_path.with_name("sources.csv"), index=False)
     return paths
 
 
@@ -258,6 +260,7 @@ def render_html(results: Results, summary: Summary, figures: dict[str, tuple[str
           f"<figcaption>{html.escape(caption)}</figcaption></figure>" for name, (png, caption) in figures.items()),
         "<h2>How much of the spread is the test set</h2>",
         _table(_spread_table(steps), "spread-table"),
+        *(_sources_html(summary.sources) if len(summary.sources) else []),
         "<h2>Progression within each submission</h2>",
         _table(_progression_table(summary.progression), "progression-table") if len(summary.progression)
         else "<p>No submission has two steps with rows here yet.</p>",
@@ -274,6 +277,22 @@ def render_html(results: Results, summary: Summary, figures: dict[str, tuple[str
                "columns-table"),
     ]
     return PAGE.format(title="Sweep report", style=STYLE, body="\n".join(body), script=SCRIPT)
+
+
+def _sources_html(table: pd.DataFrame) -> list[str]:
+    """Which source of randomness drives each step's spread (sweep run --vary): words per step, then the table."""
+    shown = pd.DataFrame({
+        "step": table["step"], "vary": table["vary"], "base seed": table["base_seed"], "seeds": table["n"],
+        "SD (pp)": table["final_sd"].map(num), "IQR (pp)": table["final_iqr"].map(num),
+        "consistent": [f"{num(r)} ({num(lo)}–{num(hi)})" for r, lo, hi in
+                       zip(table["consistent_rate"], table["consistent_lo"], table["consistent_hi"])],
+        "test-set floor (pp²)": table["var_test"].map(lambda v: num(v, ".4f")),
+        "genuine (pp²)": [f"{num(v, '.4f')} ({num(lo, '.4f')}–{num(hi, '.4f')})" for v, lo, hi in
+                          zip(table["var_model"], table["var_model_lo"], table["var_model_hi"])],
+    })
+    words = [f"<p><b>{html.escape(step)}</b>: {html.escape(source_words(rows))}</p>"
+             for step, rows in table.groupby("step", sort=False)]
+    return ["<h2>Which source of randomness makes a step lucky</h2>", *words, _table(shown, "sources-table")]
 
 
 def _css(verdict: str) -> str:

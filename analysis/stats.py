@@ -78,6 +78,7 @@ class Summary:
     steps: pd.DataFrame
     progression: pd.DataFrame
     options: Options
+    sources: pd.DataFrame  # from `sources`: empty unless a step was swept under several --vary settings
 
 
 # --- test-set noise --------------------------------------------------------------------------------------------
@@ -337,6 +338,7 @@ def group_table(results: Results, options: Options = Options()) -> pd.DataFrame:
     overrides = e["overrides"] if "overrides" in e else pd.Series("{}", index=e.index)
     groups = e.assign(overridden=~overrides.fillna("{}").isin(["{}", ""])).groupby("group", as_index=False).agg(
         step=("step", "first"), recipe_hash=("recipe_hash", "first"), quick=("quick", "first"),
+        vary=("vary", "first"), base_seed=("base_seed", "first"),
         overridden=("overridden", "any"), params=("params", "first"), run_epochs=("epochs", "max"))
     meta = results.steps.drop(columns=["params", "recipe_hash"]).rename(columns={"epochs": "recipe_epochs"})
     groups = groups.merge(meta, on="step", how="left")
@@ -465,7 +467,56 @@ def summarize(results: Results, options: Options = Options()) -> Summary:
                           f"{longest}): no run can be judged consistent or lucky; use --last-k {longest} or less")
     correct = final_predictions(results.predictions, runs)
     steps = step_summary(runs, groups, options, correct)
-    return Summary(runs=runs, steps=steps, progression=progression(runs, correct, steps, options), options=options)
+    return Summary(runs=runs, steps=steps, progression=progression(runs, correct, steps, options), options=options,
+                   sources=sources(runs, steps))
+
+
+# --- which source of randomness (sweep run --vary) ----------------------------------------------------------------
+
+STREAM_NAMES = {"init": "weight init", "order": "data order", "augment": "augmentation", "dropout": "dropout",
+                "all": "every stream", "none": "no stream"}
+SOURCES_COLUMNS = ["step", "group", "vary", "base_seed", "n", "final_sd", "final_iqr", "consistent_rate",
+                   "consistent_lo", "consistent_hi", "var_observed", "var_test", "var_model", "var_model_lo",
+                   "var_model_hi", "spread"]
+
+
+def sources(runs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """One row per group of every step swept under more than one `--vary` setting (same quick flag, precision and
+    recipe): the spread of final accuracy (SD and IQR, pp), the consistent rate, and the variance split, per source.
+    Empty when no step was."""
+    frames = []
+    for _, groups in steps.groupby(["step", "quick", "recipe_hash"], sort=False):
+        if groups["vary"].nunique() < 2:
+            continue
+        sd = runs[runs["group"].isin(groups["group"])].groupby("group")["final_acc"].std()
+        table = groups.assign(n=groups["n_seeds"], final_sd=groups["group"].map(sd),
+                              final_iqr=groups["final_q75"] - groups["final_q25"])
+        order = {v: i for i, v in enumerate(STREAM_NAMES)}  # single sources first, then all and none
+        frames.append(table.sort_values("vary", key=lambda v: v.map(lambda x: order.get(x, len(order)))))
+    return pd.concat(frames, ignore_index=True)[SOURCES_COLUMNS] if frames else pd.DataFrame(columns=SOURCES_COLUMNS)
+
+
+def source_words(table: pd.DataFrame) -> str:
+    """Which single source drives one step's spread, in plain words (`table`: that step's rows of `sources`)."""
+    single = table[table["vary"].isin(["init", "order", "augment", "dropout"])].dropna(subset=["final_sd"])
+    if single.empty:
+        return "No single-source sweep (--vary init, order, augment or dropout) of this step yet."
+    ranked = single.sort_values("var_observed", ascending=False)
+    top = ranked.iloc[0]
+    name = STREAM_NAMES[top.vary]
+    floor = ranked["var_test"].max()
+    if (ranked["var_observed"] <= floor).all():
+        return (f"Varying any single source spreads final accuracy no more than the test set alone would "
+                f"(≤ {floor:.4f} pp²): none of them makes a seed lucky here.")
+    second = ranked.iloc[1] if len(ranked) > 1 else None
+    if second is not None and second.var_observed > top.var_observed / 2:
+        text = (f"The spread is shared: {name} (SD {top.final_sd:.2f} pp) and {STREAM_NAMES[second.vary]} "
+                f"(SD {second.final_sd:.2f} pp) each move final accuracy about as much.")
+    else:
+        text = f"Most of the spread comes from {name} (SD {top.final_sd:.2f} pp)."
+    if top.vary == "init":
+        return text + " Fixing the init seed would remove most of it: a lucky initialisation can be kept."
+    return text + f" Fixing the init seed would not make this step consistent: luck in {name} cannot be kept."
 
 
 def listed(cell) -> list:

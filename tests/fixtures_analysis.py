@@ -19,11 +19,12 @@ HASH = "0123456789ab"
 
 def write_run(out: Path, step: str, seed: int, accs, *, submission: str = "000", params: int = 7_000,
               recipe_hash: str = HASH, quick: bool = False, epochs: int | None = None, overrides: str = "{}",
-              precision: str = "fp32", correct=None) -> None:
+              precision: str = "fp32", vary: str = "all", base_seed: int = 0, correct=None) -> None:
     """One finished run: its epoch rows (test accuracies `accs`, percent, multiples of 0.01) and, when `correct`
     (bool per test image) is given, its predictions row."""
+    tag = "" if vary == "all" else f"vary-{vary.replace(',', '+')}-b{base_seed}"  # as cnn.train.Run.tag
     fixed = {"submission": submission, "seed": seed, "run_id": f"{step}/seed={seed}/{recipe_hash}",
-             "recipe_hash": recipe_hash, "quick": quick, "vary": "all", "base_seed": 0}
+             "recipe_hash": recipe_hash, "quick": quick, "vary": vary, "base_seed": base_seed}
     rows = [
         {**fixed, "epoch": epoch, "epochs": epochs or len(accs), "train_loss": 0.05, "train_acc": 99.0,
          "test_loss": 0.02, "test_acc": correct_count / 10_000 * 100, "test_correct": correct_count,
@@ -34,12 +35,12 @@ def write_run(out: Path, step: str, seed: int, accs, *, submission: str = "000",
          "wall_time": datetime(2025, 1, 1, tzinfo=timezone.utc)}
         for epoch, correct_count in enumerate(np.round(np.asarray(accs) * 100).astype(int).tolist(), start=1)
     ]
-    write_table(run_file(out, EPOCHS, step, seed), rows, EPOCH_SCHEMA)
+    write_table(run_file(out, EPOCHS, step, seed, tag), rows, EPOCH_SCHEMA)
     if correct is not None:
         correct = np.asarray(correct, dtype=bool)
         pred = {**fixed, "epoch": len(accs), "n": len(correct), "pred": bytes(len(correct)),
                 "correct": np.packbits(correct).tobytes()}
-        write_table(run_file(out, PREDICTIONS, step, seed), [pred], PREDICTION_SCHEMA)
+        write_table(run_file(out, PREDICTIONS, step, seed, tag), [pred], PREDICTION_SCHEMA)
 
 
 def write_steps(out: Path, steps: list[dict]) -> None:
