@@ -110,7 +110,7 @@ class Plan:
 
     out: Path
     runs: list[Run]
-    done: frozenset[tuple[str, int, str]]  # keys (Run.key) of the runs with rows in the folder
+    done: frozenset[tuple[str, int, str]]  # keys (Run.key) of the runs asked for that have rows in the folder
     resume: dict[tuple[str, int, str], tuple[str, int]]  # run key -> (checkpoint URI, epochs it holds), not done
     quarantined: list[tuple[Path, Path]]  # damaged files moved aside just now: (from, to)
 
@@ -131,7 +131,7 @@ def prepare(config: SweepConfig) -> Plan:
     results.check_compatible(out, done, runs)
     asked = {r.key for r in runs}
     resume = {key: c for key, c in results.resumable(out).items() if key in asked and key not in done}
-    return Plan(out, runs, frozenset(done), resume, quarantined)
+    return Plan(out, runs, frozenset(done) & asked, resume, quarantined)
 
 
 @dataclass

@@ -145,7 +145,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     write_run(tmp_path, "s1", 0, [99.0, 99.5])
     run_file(tmp_path, "epochs", "s1", 1).write_bytes(b"PAR1 half a file")
-    result = invoke("--out", tmp_path)  # the damaged run is moved aside, and reported on without it
+    result = invoke("--out", tmp_path, "--last-k", "1")  # the damaged run is moved aside, and reported without it
     assert result.exit_code == 0 and result.stderr.count("\n") == 1
     assert re.match(r"moved damaged .*step=s1/seed-0001\.parquet to .*quarantine/epochs/step=s1/", result.stderr)
 

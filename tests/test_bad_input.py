@@ -48,6 +48,8 @@ CASES = {
     "run: --storage not writable": ([*RUN, "--seeds", "3", "--storage", "{file}/tune"], "is not writable"),
     "run: --epochs 0": ([*RUN, "--epochs", "0"], "--epochs must be at least 1"),
     "run: --max-failures -1": ([*RUN, "--max-failures", "-1"], "--max-failures must be 0 or more"),
+    "run: --vary unknown stream": ([*RUN, "--vary", "weights"], "--vary takes all, none, or a comma list"),
+    "run: --base-seed -1": ([*RUN, "--vary", "order", "--base-seed", "-1"], "--base-seed must be 0 or more"),
     "run: other epochs into quick rows": ([*RUN, "--epochs", "3"], "holds quick fp32 rows with recipe"),
     "run: full rows into quick rows": (["run", "s003-model4"], "this sweep would add full fp32 rows"),
     "run: --bf16 into fp32 rows": ([*RUN, "--bf16"], "this sweep would add quick bf16 rows"),

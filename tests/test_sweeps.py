@@ -189,15 +189,6 @@ def test_incompatible_results_are_refused_and_kept(sweep_results, tmp_path, data
     assert snapshot(out) == before
 
 
-def test_corrupt_results_file_is_refused(sweep_results, tmp_path, data_dir):
-    out = tmp_path / "results"
-    shutil.copytree(sweep_results, out)
-    bad = next((out / "epochs").rglob("*.parquet"))
-    bad.write_bytes(bad.read_bytes()[:100])
-    line = one_line_exit_2(["run", "s003-model4", "--quick", "--out", str(out), "--data-dir", str(data_dir)])
-    assert "is not a results file" in line
-
-
 def test_config_is_plain_data():
     config = SweepConfig(steps=("all",))
     assert dataclasses.replace(config, seeds=10).seeds == 10
