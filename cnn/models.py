@@ -141,7 +141,7 @@ class BigNet(nn.Module):
 
 
 class S002Step2(nn.Module):
-    """Seed 002 step 2, 9,970 params (code in the seed; the seed prints no summary). Conv -> BN -> ReLU blocks."""
+    """Seed 002 step 2, 9,950 params (code in the seed; the seed prints no summary). Conv -> BN -> ReLU blocks."""
 
     def __init__(self, dropout: float):
         super().__init__()
@@ -193,8 +193,9 @@ class S003Model3(nn.Module):
     """Seed 003 model 3, 9,180 params, rebuilt from its torchsummary table.
 
     Conv -> ReLU -> BN -> Dropout blocks at 26, 24, 22, MaxPool (11), blocks at 9 and 7, a last 3x3 conv to
-    (10, 5, 5) and AvgPool to (10, 1, 1). The seed's analysis says "skip added", but the table has no layer a skip
-    could be (no 1x1 conv, no two maps of one shape to add), so none is built.
+    (10, 5, 5) and AvgPool to (10, 1, 1). The seed's analysis also says "skip added" (line 124). A skip with
+    parameters would be a row of the table, and there is none; a parameter-free one would not be, so the table
+    cannot tell. This class is the plain reading; :class:`S003Model3Skip` is the other.
     """
 
     def __init__(self, dropout: float):
@@ -214,13 +215,35 @@ class S003Model3(nn.Module):
         return F.log_softmax(self.features(x).view(-1, 10), dim=-1)
 
 
+class S003Model3Skip(S003Model3):
+    """Seed 003 model 3 read with its "skip added": the same modules and table, plus a parameter-free identity skip.
+
+    Only one block of the table has as many output channels as input channels: the 3x3 block 16 -> 16 from 9x9 to
+    7x7 (Conv2d-18). So it is the only place an add needs no projection, which would have been a table row. The
+    skip is resized the way seed 001 resizes its skips (``F.interpolate``, nearest) and added after the block's
+    dropout, as seed 001 adds after its blocks. Which block the student skipped is not written anywhere; this is the
+    one the table allows without a guess at a crop or a second resize.
+    """
+
+    def forward(self, x):
+        f = self.features
+        x4 = f[4](f[3](f[2](f[1](f[0](x)))))  # (B, 16, 9, 9)
+        x5 = f[5](x4)  # (B, 16, 7, 7)
+        x5 = x5 + F.interpolate(x4, size=x5.shape[2:])
+        return F.log_softmax(f[7](f[6](x5)).view(-1, 10), dim=-1)
+
+
 class S003Model4(nn.Module):
     """Seed 003 model 4, 7,616 params, rebuilt from its torchsummary table.
 
     The table lists a bias-free 1x1 conv 16 -> 16 (Conv2d-7, 256 params) between the second block's BatchNorm and
-    the third 3x3 conv, with output (16, 24, 24), the shape of its input. The seed says a skip was added, and this is
-    the only place the table leaves for one: a residual ``x + conv1x1(x)``. Dropout (p from the recipe) follows only
-    the third and fifth blocks, as in the table; no activation follows the last conv.
+    the third 3x3 conv, with output (16, 24, 24), the shape of its input. The seed says a skip was added (line 271),
+    and this is the only place the table leaves for one: a residual ``x + conv1x1(x)``. Dropout (p from the recipe)
+    follows only the third and fifth blocks, as in the table; no activation follows the last conv.
+
+    A plain 1x1 conv in sequence fits the table as well: :class:`S003Model4Plain`. The two compute the same family
+    of functions (``x + Wx = (I + W)x``) and SGD moves ``W`` the same way in both, so they differ only in where
+    training starts: at ``I + W0`` here, at ``W0`` there.
     """
 
     def __init__(self, dropout: float):
@@ -238,6 +261,19 @@ class S003Model4(nn.Module):
     def forward(self, x):
         x = self.convblock2(self.convblock1(x))
         x = x + self.skip(x)
+        x = self.pool1(self.convblock3(x))
+        x = self.convblock6(self.convblock5(self.convblock4(x)))
+        return F.log_softmax(self.gap(x).view(-1, 10), dim=-1)
+
+
+class S003Model4Plain(S003Model4):
+    """Seed 003 model 4 read with the 1x1 Conv2d-7 as a plain layer in sequence: the same modules and table.
+
+    ``self.skip`` keeps its name so that both readings declare, and so initialise, the same modules in one order.
+    """
+
+    def forward(self, x):
+        x = self.skip(self.convblock2(self.convblock1(x)))  # (B, 16, 24, 24)
         x = self.pool1(self.convblock3(x))
         x = self.convblock6(self.convblock5(self.convblock4(x)))
         return F.log_softmax(self.gap(x).view(-1, 10), dim=-1)

@@ -205,6 +205,12 @@ register(Step("s001-model3", "Model 3", 3, lambda r: models.S001Model3(r.dropout
                      "the claim and the log used here are the local run's (938/938 = batch 64)"),
               {**DEFAULTS, "rotation": AUG}))  # fmt: skip
 
+register(Step("s001-model3-aws", "AWS EC2 Instance Console Log for Model 3", 3, lambda r: models.S001Model3(r.dropout),
+              R(epochs=15, batch_size=128, dropout=0.03, activation="gelu"),
+              Claims(7_902, 99.44, 98.66, 14, (97.19, 98.58, 98.76, 98.69, 98.68, 98.69, 99.10, 99.32, 99.24, 99.17,
+                                                99.08, 99.32, 99.25, 99.44, 99.43)),
+              {**DEFAULTS, "rotation": AUG}))  # fmt: skip
+
 register(Step("s002-net1", "Network 1", 1, lambda r: models.BigNet(),
               R(epochs=20, batch_size=128, rotation=0),
               Claims(6_379_786, 99.30, 99.99, 20, (97.78, 98.49, 98.72, 98.97, 99.16, 99.07, 99.18, 99.10, 99.14, 99.34,
@@ -214,9 +220,10 @@ register(Step("s002-net1", "Network 1", 1, lambda r: models.BigNet(),
               {**DEFAULTS, "rotation": NO_AUG_100}))  # fmt: skip
 
 register(Step("s002-step2", "Step 2", 2, lambda r: models.S002Step2(r.dropout),
-              R(epochs=20, batch_size=128, dropout=0.1),
+              R(epochs=20, batch_size=128, dropout=0.1, rotation=0),
               Claims(note="the seed ends after the step's code: no summary, results or log"),
-              {**DEFAULTS, "rotation": AUG,
+              {**DEFAULTS, "rotation": "no augmentation: the step names only dropout and batchnorm as its changes, "
+                                       "and its network 1 trained without any",
                "epochs": "the seed does not say; its aim allows 20 and its network 1 ran 20",
                "batch_size": "the seed does not say; session-7 class default, as its network 1's 469/469 log"}))  # fmt: skip
 
@@ -249,6 +256,19 @@ register(Step("s003-model3-aug", "Model-3 execution (after image augmentations a
                "rotation": "the seed says 'image augmentations' without naming them; session-7 class default",
                "network": "rebuilt from the torchsummary table, as s003-model3"}))  # fmt: skip
 
+register(Step("s003-model3-skip", "Model-3 execution", 3, lambda r: models.S003Model3Skip(r.dropout),
+              R(epochs=20, batch_size=64, dropout=0.1, rotation=0),
+              _STEPS["s003-model3"].claims,
+              {**_STEPS["s003-model3"].assumptions, "network": "rebuilt from the torchsummary table, with a "
+               "parameter-free skip around the one 16 -> 16 block"}))  # fmt: skip
+
+register(Step("s003-model3-aug-skip", "Model-3 execution (after image augmentations and StepLR)", 4,
+              lambda r: models.S003Model3Skip(r.dropout),
+              R(epochs=20, batch_size=64, dropout=0.1, scheduler="step"),
+              _STEPS["s003-model3-aug"].claims,
+              {**_STEPS["s003-model3-aug"].assumptions, "network": "rebuilt from the torchsummary table, as "
+               "s003-model3-skip"}))  # fmt: skip
+
 register(Step("s003-model4", "Model-4 execution", 5, lambda r: models.S003Model4(r.dropout),
               R(epochs=15, batch_size=64, dropout=0.25, scheduler="step"),
               Claims(7_616, 98.94, 99.34, None, (97.95, 98.83, 99.09, 98.79, 99.04, 99.13, 99.33, 99.35, 99.31, 99.33,
@@ -257,6 +277,12 @@ register(Step("s003-model4", "Model-4 execution", 5, lambda r: models.S003Model4
                      "its '99.34 % on 7th epoch' matches no log line; the claim is kept as stated"),
               {"momentum": SILENT, "rotation": AUG,
                "network": "rebuilt from the torchsummary table; the 1x1 Conv2d-7 is read as a residual skip"}))  # fmt: skip
+
+register(Step("s003-model4-plain", "Model-4 execution", 5, lambda r: models.S003Model4Plain(r.dropout),
+              R(epochs=15, batch_size=64, dropout=0.25, scheduler="step"),
+              _STEPS["s003-model4"].claims,
+              {"momentum": SILENT, "rotation": AUG,
+               "network": "rebuilt from the torchsummary table; the 1x1 Conv2d-7 is read as a plain layer"}))  # fmt: skip
 
 S004 = {**DEFAULTS, "rotation": AUG, "epochs": EPOCHS_S7}
 S004_TABLE = "rebuilt from the table: the session-7 network's layers with fewer channels"
