@@ -36,10 +36,13 @@ def block(cin: int, cout: int, dropout: float | None, *, order: str = "crb", act
     return nn.Sequential(*layers)
 
 
+S004_FINAL_CHANNELS = (10, 20, 10, 10, 10, 16, 16)  # seed 004's final model: Session7Net with these channels
+
+
 class Session7Net(nn.Module):
     """The session-7 class network, 13,808 params: seeds 000 model 1, 001 model 1, 004 Net2 (code in 000/001).
 
-    With ``channels=(10, 20, 10, 10, 10, 16, 16)`` it is seed 004's final model, 7,958 params, whose table is this
+    With ``channels=S004_FINAL_CHANNELS`` it is seed 004's final model, 7,958 params, whose table is this
     layout layer for layer with fewer channels. The unused ``self.dropout`` is declared as in the seed's code; it has
     no parameters and is never called, so it changes neither the initialisation nor the table.
     """
@@ -119,7 +122,7 @@ class S001Model3(nn.Module):
 
 
 class BigNet(nn.Module):
-    """The 6,379,786-param baseline with biases and no BatchNorm: seed 002 network 1 (code), seed 003 model 1 (table)."""
+    """The 6,379,786-param baseline with biases, without BatchNorm: seed 002 network 1 (code), 003 model 1 (table)."""
 
     def __init__(self):
         super().__init__()
@@ -177,12 +180,16 @@ class S003Model2(nn.Module):
         self.convblock3 = block(32, 10, dropout)  # 22
         self.pool1 = nn.MaxPool2d(2, 2)  # 11
         self.tail = nn.Sequential(
-            conv(10, 10, 1), nn.ReLU(),  # 11
-            conv(10, 10), nn.ReLU(),  # 9
-            conv(10, 10), nn.ReLU(),  # 7
-            conv(10, 10, 1), nn.ReLU(),  # 7
+            conv(10, 10, 1),  # 11
+            nn.ReLU(),
+            conv(10, 10),  # 9
+            nn.ReLU(),
+            conv(10, 10),  # 7
+            nn.ReLU(),
+            conv(10, 10, 1),  # 7
+            nn.ReLU(),
             conv(10, 10, 7),  # 1
-        )  # fmt: skip
+        )
 
     def forward(self, x):
         x = self.pool1(self.convblock3(self.convblock2(self.convblock1(x))))
@@ -315,15 +322,27 @@ class S004Net1(nn.Module):
     def __init__(self, dropout: float):
         super().__init__()
         self.block1 = nn.Sequential(
-            nn.Conv2d(1, 16, 3), nn.ReLU(), nn.BatchNorm2d(16),  # 26
-            nn.Conv2d(16, 16, 3), nn.ReLU(), nn.BatchNorm2d(16),  # 24
-            nn.MaxPool2d(2, 2), nn.ReLU(), Dropout(dropout),  # 12
-        )  # fmt: skip
+            nn.Conv2d(1, 16, 3),  # 26
+            nn.ReLU(),
+            nn.BatchNorm2d(16),
+            nn.Conv2d(16, 16, 3),  # 24
+            nn.ReLU(),
+            nn.BatchNorm2d(16),
+            nn.MaxPool2d(2, 2),  # 12
+            nn.ReLU(),
+            Dropout(dropout),
+        )
         self.block2 = nn.Sequential(
-            nn.Conv2d(16, 32, 3), nn.ReLU(), nn.BatchNorm2d(32),  # 10
-            nn.Conv2d(32, 32, 3), nn.ReLU(), nn.BatchNorm2d(32),  # 8 (rows 13-15)
-            nn.MaxPool2d(2, 2), nn.ReLU(), Dropout(dropout),  # 4
-        )  # fmt: skip
+            nn.Conv2d(16, 32, 3),  # 10
+            nn.ReLU(),
+            nn.BatchNorm2d(32),  # the table's missing rows 12-14: this BatchNorm, the next conv and its ReLU
+            nn.Conv2d(32, 32, 3),  # 8
+            nn.ReLU(),
+            nn.BatchNorm2d(32),
+            nn.MaxPool2d(2, 2),  # 4
+            nn.ReLU(),
+            Dropout(dropout),
+        )
         self.head = nn.Sequential(nn.Conv2d(32, 10, 3), nn.BatchNorm2d(10), Dropout(dropout), nn.AvgPool2d(2))
 
     def forward(self, x):

@@ -49,6 +49,8 @@ STEP_SCHEMA = pa.schema([
     ("claimed_params", pa.int64()), ("claimed_best_test", pa.float64()), ("claimed_best_train", pa.float64()),
     ("claimed_best_epoch", pa.int32()), ("claimed_log", pa.list_(pa.float64())), ("claim_note", pa.string()),
     ("assumptions", pa.list_(pa.string())),
+    ("target_accuracy", pa.float64()), ("target_params", pa.int64()), ("target_epochs", pa.int32()),
+    ("target_source", pa.string()),
 ])  # fmt: skip
 
 
@@ -164,6 +166,8 @@ def step_row(step, recipe, recipe_hash: str, params: int) -> dict[str, Any]:
         "claimed_params": c.params, "claimed_best_test": c.best_test, "claimed_best_train": c.best_train,
         "claimed_best_epoch": c.best_epoch, "claimed_log": list(c.log) or None, "claim_note": c.note,
         "assumptions": step.assumption_lines(),
+        "target_accuracy": step.target.accuracy, "target_params": step.target.params,
+        "target_epochs": step.target.epochs, "target_source": step.target.source,
     }  # fmt: skip
 
 
