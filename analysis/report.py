@@ -74,8 +74,19 @@ def verdict_table(steps: pd.DataFrame, plain: bool = False) -> pd.DataFrame:
         "median final": [f"{m:.2f}" for m in steps["final_median"]],
         "luck gap": [f"{g:.2f}" for g in steps["luck_gap_median"]],
         "claim, percentile": [claim(r) for r in steps.itertuples()],
+        "own target": [_own_target(r, plain) for r in steps.itertuples()],
         "verdict": [_verdict_label(v, m) for v, m in zip(steps["verdict"], steps["more_seeds"])],
     })
+
+
+def _own_target(row, plain: bool) -> str:
+    """The step against its seed's own target (stats.own_target), e.g. '99.40 ok, <10,000 ok, <=20 ok'."""
+    ok, fail, dash, le = ("ok", "NO", "-", "<=") if plain else ("✓", "✗", DASH, "≤")
+    parts = [f"{text} {ok if good else fail}" for text, good in (
+        (f"{getattr(row, 'target_accuracy', np.nan):.2f}", getattr(row, "own_acc_ok", pd.NA)),
+        (f"<{getattr(row, 'target_params', 0):,.0f}", getattr(row, "own_params_ok", pd.NA)),
+        (f"{le}{getattr(row, 'target_epochs', 0):.0f}", getattr(row, "own_epochs_ok", pd.NA))) if pd.notna(good)]
+    return ", ".join(parts) or dash
 
 
 def _verdict_label(verdict: str, more_seeds: float) -> str:
@@ -262,6 +273,10 @@ def _definitions(o: Options) -> str:
                    "seed hits; UNDECIDED otherwise, with a rough count of the extra seeds after which the interval "
                    "would leave 0.5 if the rate stayed as it is.",
         "Budgets": f"parameters < {o.max_params:,}; the step's epoch budget ≤ {o.max_epochs}.",
+        "Own target": "what the seed file itself set out to reach with the step (steps.parquet's target_* columns, "
+                      "with the seed's line in target_source): the accuracy passes when half or more of the seeds "
+                      "reach it at some epoch within the budget, parameters when below it, epochs when the budget "
+                      "is at most it; blank where the seed sets no number.",
         "Test-set noise": f"one test of a fixed model on {o.n_test:,} images has a binomial standard error of "
                           f"{se:.3f} percentage points at {o.target:.2f} %: a model truly at {o.target - 0.05:.2f} % "
                           f"still scores ≥ {o.target:.2f} % with probability {p:.2f}.",

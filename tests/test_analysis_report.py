@@ -196,3 +196,18 @@ def test_claim_above_our_max_names_the_assumptions(tmp_path):
     text = render_html(results, summary, {})
     assert "claim of 99.70 % sits at percentile 100 of our seeds&#x27; best epochs, above all of them." in text
     assert "this step assumes lr = 0.01: the seed does not say." in text
+
+
+def test_verdict_table_marks_the_seeds_own_target(tmp_path):
+    from sweeps.results import write_steps as write_steps_as_the_sweep_does  # its schema has the target columns
+
+    write_steps_as_the_sweep_does(tmp_path, [
+        {"step": "s1", "submission": "000", "order": 1, "params": 9_000, "epochs": 3, "target_accuracy": 99.45,
+         "target_params": 10_000, "target_epochs": 2, "target_source": "000 line 1: 'under 10k in 2 epochs'"},
+        {"step": "s2", "submission": "000", "order": 2, "params": 7_000, "epochs": 3}])
+    for seed in (0, 1):  # best epochs 99.5 and 99.45: both reach 99.45
+        write_run(tmp_path, "s1", seed, [99.2, 99.45, 99.5 - seed / 10], params=9_000)
+    write_run(tmp_path, "s2", 0, [99.0, 99.1, 99.2])
+    text = verdict_text(summarize(load_results(tmp_path), Options(n_bootstrap=200)))
+    assert re.search(r"^s1 +9,000 OVER .* 99\.45 ok, <10,000 ok, <=2 NO +UNDECIDED", text, re.M), text
+    assert re.search(r"^s2 .* - +NEVER$", text, re.M), text

@@ -10,7 +10,7 @@ import scipy.stats
 from analysis.load import load_results
 from analysis.stats import (
     Options, binomial_se, claim_percentile, correctness, mcnemar_by_seed, median_ci, median_difference_ci,
-    prob_at_least, probability_of_improvement, run_summary, seeds_to_decide, summarize, verdict, wilson,
+    own_target, prob_at_least, probability_of_improvement, run_summary, seeds_to_decide, summarize, verdict, wilson,
 )
 from tests.fixtures_analysis import write_run, write_steps
 
@@ -189,3 +189,20 @@ def test_epoch_budget_option_cuts_every_step(two_steps):
     s = summarize(load_results(two_steps), Options(epoch_budget=2, last_k=1)).steps.set_index("group")
     # s1 at epoch 2: 99.45, 99.4, 99.1 -> 2 consistent with K = 1
     assert s.loc["s1", ["budget", "n_consistent"]].tolist() == [2, 2]
+
+
+def test_own_target_by_hand():
+    """a: 2 of 3 seeds reach 99.40, under 10,000 params, but 20 epochs > 15; b: no accuracy target, 12,000 params
+    over 10,000; c: half its seeds reach 99.0 (99.00 counts), and it sets no params or epochs target."""
+    steps = pd.DataFrame({"group": ["a", "b", "c"], "params": [9_000, 12_000, 7_000], "epoch_budget": [20, 20, 15],
+                          "target_accuracy": [99.40, np.nan, 99.0], "target_params": [10_000, 10_000, np.nan],
+                          "target_epochs": [15, 20, np.nan]})
+    runs = pd.DataFrame({"group": ["a", "a", "a", "b", "c", "c"], "best_acc": [99.41, 99.40, 99.39, 99.5, 98.99, 99.0]})
+    t = own_target(steps, runs)
+    assert t["own_acc_rate"].iloc[0] == pytest.approx(2 / 3) and pd.isna(t["own_acc_rate"].iloc[1])
+    assert t["own_acc_rate"].iloc[2] == 0.5
+    assert t["own_acc_ok"].tolist() == [True, pd.NA, True]
+    assert t["own_params_ok"].tolist() == [True, False, pd.NA]
+    assert t["own_epochs_ok"].tolist() == [False, True, pd.NA]
+    bare = own_target(steps[["group", "params", "epoch_budget"]], runs)  # a folder written before the targets
+    assert bare[["own_acc_ok", "own_params_ok", "own_epochs_ok"]].isna().all().all()
