@@ -160,6 +160,28 @@ def test_bad_input_is_one_line_and_exit_2(args, says, tmp_path, data_dir):
     assert says in line
 
 
+def test_steps_shows_a_step_with_its_own_target_and_assumptions():
+    result = CliRunner().invoke(app, ["steps", "s003-model4-plain"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "  best test   99.34\n  best train  98.94\n  best epoch  8\n" in out
+    assert "target (the seed's own):\n  accuracy    99.0\n  params <    8,000\n  epochs <=   15\n" in out
+    assert "  source     003 lines 260-262: 'Reduce parameters bellow 8k count'" in out
+    assert "  optimizer   sgd  (assumed)\n" in out and "  mean        0.1307  (assumed)\n" in out
+    assert "  - std = 0.3081: no seed has transform code; the session-7 class code's Normalize" in out
+    assert out.count("  Conv2d ") == 7  # the network, rows of the seed's table
+
+
+def test_step_row_carries_the_seeds_own_target():
+    from cnn import zoo
+
+    step = zoo.get_step("s004-net2")
+    row = results.step_row(step, step.recipe, zoo.recipe_hash(step, step.recipe, False), 13_808)
+    assert set(row) == set(results.STEP_SCHEMA.names)
+    assert (row["target_accuracy"], row["target_params"], row["target_epochs"]) == (99.4, None, 20)
+    assert row["target_source"].startswith("004 line 80: ")
+
+
 def test_unwritable_out(tmp_path, data_dir, ray_session):
     (tmp_path / "a-file").write_text("")
     line = one_line_exit_2(["run", "s001-model2", "--out", str(tmp_path / "a-file" / "out"), "--data-dir",
