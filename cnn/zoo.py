@@ -1,7 +1,7 @@
 """The step-model zoo: every step of the five seed submissions in ``../shared/seeds/``, one declaration each.
 
-A step is its network, its training recipe, where it comes from, what the student claimed from one run, and which
-recipe values are our assumptions because the seed is silent, and the target the seed set itself for the step. Where
+A step is its network, its training recipe, where it comes from, what the student claimed from one run, the target
+the seed set itself for the step, and which recipe values are our assumptions because the seed is silent. Where
 a seed is silent we use the session-7 class code's values (SGD, lr 0.01, momentum 0.9, batch 128,
 RandomRotation(+-7, fill=1), Normalize(0.1307, 0.3081), StepLR(6, 0.1) where a scheduler is mentioned); where its
 logs say more (``938/938`` batches = batch 64, an ``LR=`` column = the schedule) the logs win. No seed has transform
@@ -62,7 +62,8 @@ class Claims:
     """What the seed reported from its single run, as it states it. Accuracies in percent, epochs 1-based.
 
     The seeds' "best" numbers are taken as stated, even where the log beside them peaks elsewhere (the note says
-    so); a field the seed does not state is read from its log where there is one, else left empty.
+    so). Only ``best_train`` falls back on the log where the seed states none; an epoch the seed does not name stays
+    empty, since a log can show where a number appears but not which appearance the student meant.
     """
 
     params: int | None = None  # the parameter count the seed prints
