@@ -226,10 +226,12 @@ class S003Model3Skip(S003Model3):
     """Seed 003 model 3 read with its "skip added": the same modules and table, plus a parameter-free identity skip.
 
     Only one block of the table has as many output channels as input channels: the 3x3 block 16 -> 16 from 9x9 to
-    7x7 (Conv2d-18). So it is the only place an add needs no projection, which would have been a table row. The
-    skip is resized the way seed 001 resizes its skips (``F.interpolate``, nearest) and added after the block's
-    dropout, as seed 001 adds after its blocks. Which block the student skipped is not written anywhere; this is the
-    one the table allows without a guess at a crop or a second resize.
+    7x7 (Conv2d-18). It is the one block an identity skip can go around without a projection, which would have been
+    a table row; it is also where the same author's model 4 puts its 16 -> 16 1x1 conv, before its one 16 -> 16
+    block. The skip is resized the way seed 001 resizes its skips (``F.interpolate``, nearest) and added after the
+    block's dropout, as seed 001 adds after its blocks. Longer parameter-free skips also fit the table (12 channels
+    from the first block to the third, 16 from the second to the fourth or fifth); the seed says nothing that
+    picks one of them, so only the one-block skip is registered.
     """
 
     def forward(self, x):
@@ -250,7 +252,9 @@ class S003Model4(nn.Module):
 
     A plain 1x1 conv in sequence fits the table as well: :class:`S003Model4Plain`. The two compute the same family
     of functions (``x + Wx = (I + W)x``) and SGD moves ``W`` the same way in both, so they differ only in where
-    training starts: at ``I + W0`` here, at ``W0`` there.
+    training starts: at ``I + W0`` here, at ``W0`` there. A third reading, the 1x1 conv as a projection added back
+    after the third block, would need a 24 -> 22 crop or resize that neither the table nor the text shows; it is
+    not registered.
     """
 
     def __init__(self, dropout: float):
