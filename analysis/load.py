@@ -47,7 +47,8 @@ EPOCH_COLUMNS = {"submission", "seed", "epoch", "epochs", "test_acc", "test_tota
 PREDICTION_COLUMNS = {"seed", "recipe_hash", "quick", "epoch", "n", "correct"}
 STEP_COLUMNS = {"step", "submission", "order", "params", "epochs"}
 STEP_OPTIONAL = ["title", "source", "recipe_hash", "claimed_params", "claimed_best_test", "claimed_best_train",
-                 "claimed_best_epoch", "claimed_log", "claim_note", "assumptions"]
+                 "claimed_best_epoch", "claimed_log", "claim_note", "assumptions",
+                 "target_accuracy", "target_params", "target_epochs", "target_source"]
 
 
 @dataclass(frozen=True)

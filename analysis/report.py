@@ -83,6 +83,7 @@ def verdict_table(steps: pd.DataFrame, plain: bool = False) -> pd.DataFrame:
         "median final": [num(m) for m in steps["final_median"]],
         "luck gap": [num(g) if pd.notna(g) else dash for g in steps["luck_gap_median"]],
         "claim, percentile": [claim(r) for r in steps.itertuples()],
+        "own target": [_own_target(r, plain) for r in steps.itertuples()],
         "verdict": steps["verdict"],
         "P(decided) +" + "/".join(map(str, MORE_SEEDS)): [
             "/".join(num(getattr(r, f"p_decided_{m}")) for m in MORE_SEEDS) if r.verdict == "UNDECIDED" else dash
@@ -90,6 +91,16 @@ def verdict_table(steps: pd.DataFrame, plain: bool = False) -> pd.DataFrame:
         "spread: test-set share": [f"{s} ({num(share, '.0%')})" if pd.notna(share) else s
                                    for s, share in zip(steps["spread"], steps["test_share"])],
     })
+
+
+def _own_target(row, plain: bool) -> str:
+    """The step against its seed's own target (stats.own_target), e.g. '99.40 ok, <10,000 ok, <=20 ok'."""
+    ok, fail, dash, le = ("ok", "NO", "-", "<=") if plain else ("✓", "✗", DASH, "≤")
+    parts = [f"{text} {ok if good else fail}" for text, good in (
+        (f"{getattr(row, 'target_accuracy', np.nan):.2f}", getattr(row, "own_acc_ok", pd.NA)),
+        (f"<{getattr(row, 'target_params', 0):,.0f}", getattr(row, "own_params_ok", pd.NA)),
+        (f"{le}{getattr(row, 'target_epochs', 0):.0f}", getattr(row, "own_epochs_ok", pd.NA))) if pd.notna(good)]
+    return ", ".join(parts) or dash
 
 
 def verdict_text(summary: Summary) -> str:
@@ -487,6 +498,10 @@ def definitions(o: Options = Options()) -> dict[str, str]:
                                f"{median_ci_min_n(o.confidence)} seeds, where even [min, max] covers less than "
                                f"{level}.",
         "budgets": f"parameters < {o.max_params:,}; the step's epoch budget ≤ {o.max_epochs}.",
+        "own target": "what the seed file itself set out to reach with the step (steps.parquet's target_* columns, "
+                      "with the seed's line in target_source): the accuracy passes when half or more of the seeds "
+                      "reach it at some epoch within the budget, parameters when below it, epochs when the budget "
+                      "is at most it; blank where the seed sets no number.",
         "test-set noise": f"one test of a fixed model on {o.n_test:,} images has a binomial standard error of "
                           f"{se:.3f} percentage points at {o.target:.2f} %: a model truly at {o.target - 0.05:.2f} % "
                           f"still scores ≥ {o.target:.2f} % with probability {p:.2f}.",

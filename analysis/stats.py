@@ -406,6 +406,32 @@ def step_summary(runs: pd.DataFrame, groups: pd.DataFrame, options: Options = Op
     out = pd.concat([groups.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
     out["hit_lo"], out["hit_hi"] = rate_interval(out["n_hit"], out["n_seeds"], o.confidence)
     out["consistent_lo"], out["consistent_hi"] = rate_interval(out["n_consistent"], out["n_judged"], o.confidence)
+    return pd.concat([out, own_target(out, runs)], axis=1)
+
+
+def own_target(steps: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each group against the target its own seed file set for the step (steps.parquet's `target_*` columns), beside
+    the assignment's (`params_ok`, `epochs_ok`, the verdict). Columns, row for row with `steps`:
+
+    - `own_params_ok`: params < target_params;
+    - `own_epochs_ok`: the epoch budget <= target_epochs;
+    - `own_acc_rate`: the share of seeds whose best epoch within the budget reaches target_accuracy;
+    - `own_acc_ok`: own_acc_rate >= 0.5, i.e. the typical seed reaches the seed's own accuracy target.
+
+    Each is missing (NA) where the seed sets no such target, or the folder predates the target columns.
+    """
+    def target(column):
+        return pd.to_numeric(steps[column], errors="coerce") if column in steps else pd.Series(np.nan, steps.index)
+
+    acc, params, epochs = target("target_accuracy"), target("target_params"), target("target_epochs")
+    best = runs.groupby("group")["best_acc"].apply(np.asarray)
+    rate = [float(np.mean(best[g] >= a - EPS)) if pd.notna(a) and g in best else np.nan
+            for g, a in zip(steps["group"], acc)]
+    out = pd.DataFrame({"own_params_ok": steps["params"] < params, "own_epochs_ok": steps["epoch_budget"] <= epochs,
+                        "own_acc_rate": rate}, index=steps.index)
+    out["own_acc_ok"] = out["own_acc_rate"] >= 0.5
+    for flag, known in (("own_params_ok", params), ("own_epochs_ok", epochs), ("own_acc_ok", out["own_acc_rate"])):
+        out[flag] = out[flag].astype("boolean").mask(known.isna())
     return out
 
 

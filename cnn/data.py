@@ -3,9 +3,10 @@
 :func:`load_mnist` reads the four raw IDX files only after checking them against their published MD5s, so a damaged
 file stops a sweep with one line naming it instead of training on it.
 
-The seeds train through a torchvision DataLoader with
-``RandomRotation((-7, 7), fill=(1,)) -> ToTensor() -> Normalize((0.1307,), (0.3081,))`` per image. Here the images
-stay as one uint8 tensor on the run's device and the same transforms run on a whole batch at once:
+The session-7 class code trains through a torchvision DataLoader with
+``RandomRotation((-7, 7), fill=(1,)) -> ToTensor() -> Normalize((0.1307,), (0.3081,))`` per image; no seed shows its
+transforms, so the zoo lists these values as assumptions. Here the images stay as one uint8 tensor on the run's
+device and the same transforms run on a whole batch at once:
 
 * ``fill=(1,)`` is applied by PIL to the uint8 ``L`` image, so the corners a rotation uncovers get pixel value **1 of
   255** (0.0039 after ``ToTensor``): black, not white. :func:`rotate` fills with exactly that value.
@@ -197,7 +198,7 @@ def rotate(x: torch.Tensor, degrees: torch.Tensor, fill: float) -> torch.Tensor:
 
 
 def to_input(images: torch.Tensor, mean: float, std: float, angles: torch.Tensor | None = None, fill: int = 0):
-    """The seeds' ``[RandomRotation] -> ToTensor -> Normalize`` for a uint8 batch (B, H, W) -> float (B, 1, H, W).
+    """The session-7 class code's ``[RandomRotation] -> ToTensor -> Normalize``: uint8 (B, H, W) -> float (B, 1, H, W).
 
     ``angles`` (B,) in degrees rotates each image first; ``fill`` is on the 0-255 pixel scale, as PIL applies it.
     """

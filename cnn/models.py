@@ -36,10 +36,13 @@ def block(cin: int, cout: int, dropout: float | None, *, order: str = "crb", act
     return nn.Sequential(*layers)
 
 
+S004_FINAL_CHANNELS = (10, 20, 10, 10, 10, 16, 16)  # seed 004's final model: Session7Net with these channels
+
+
 class Session7Net(nn.Module):
     """The session-7 class network, 13,808 params: seeds 000 model 1, 001 model 1, 004 Net2 (code in 000/001).
 
-    With ``channels=(10, 20, 10, 10, 10, 16, 16)`` it is seed 004's final model, 7,958 params, whose table is this
+    With ``channels=S004_FINAL_CHANNELS`` it is seed 004's final model, 7,958 params, whose table is this
     layout layer for layer with fewer channels. The unused ``self.dropout`` is declared as in the seed's code; it has
     no parameters and is never called, so it changes neither the initialisation nor the table.
     """
@@ -119,7 +122,7 @@ class S001Model3(nn.Module):
 
 
 class BigNet(nn.Module):
-    """The 6,379,786-param baseline with biases and no BatchNorm: seed 002 network 1 (code), seed 003 model 1 (table)."""
+    """The 6,379,786-param baseline with biases, without BatchNorm: seed 002 network 1 (code), 003 model 1 (table)."""
 
     def __init__(self):
         super().__init__()
@@ -141,7 +144,7 @@ class BigNet(nn.Module):
 
 
 class S002Step2(nn.Module):
-    """Seed 002 step 2, 9,970 params (code in the seed; the seed prints no summary). Conv -> BN -> ReLU blocks."""
+    """Seed 002 step 2, 9,950 params (code in the seed; the seed prints no summary). Conv -> BN -> ReLU blocks."""
 
     def __init__(self, dropout: float):
         super().__init__()
@@ -177,12 +180,16 @@ class S003Model2(nn.Module):
         self.convblock3 = block(32, 10, dropout)  # 22
         self.pool1 = nn.MaxPool2d(2, 2)  # 11
         self.tail = nn.Sequential(
-            conv(10, 10, 1), nn.ReLU(),  # 11
-            conv(10, 10), nn.ReLU(),  # 9
-            conv(10, 10), nn.ReLU(),  # 7
-            conv(10, 10, 1), nn.ReLU(),  # 7
+            conv(10, 10, 1),  # 11
+            nn.ReLU(),
+            conv(10, 10),  # 9
+            nn.ReLU(),
+            conv(10, 10),  # 7
+            nn.ReLU(),
+            conv(10, 10, 1),  # 7
+            nn.ReLU(),
             conv(10, 10, 7),  # 1
-        )  # fmt: skip
+        )
 
     def forward(self, x):
         x = self.pool1(self.convblock3(self.convblock2(self.convblock1(x))))
@@ -193,8 +200,9 @@ class S003Model3(nn.Module):
     """Seed 003 model 3, 9,180 params, rebuilt from its torchsummary table.
 
     Conv -> ReLU -> BN -> Dropout blocks at 26, 24, 22, MaxPool (11), blocks at 9 and 7, a last 3x3 conv to
-    (10, 5, 5) and AvgPool to (10, 1, 1). The seed's analysis says "skip added", but the table has no layer a skip
-    could be (no 1x1 conv, no two maps of one shape to add), so none is built.
+    (10, 5, 5) and AvgPool to (10, 1, 1). The seed's analysis also says "skip added" (line 124). A skip with
+    parameters would be a row of the table, and there is none; a parameter-free one would not be, so the table
+    cannot tell. This class is the plain reading; :class:`S003Model3Skip` is the other.
     """
 
     def __init__(self, dropout: float):
@@ -214,13 +222,39 @@ class S003Model3(nn.Module):
         return F.log_softmax(self.features(x).view(-1, 10), dim=-1)
 
 
+class S003Model3Skip(S003Model3):
+    """Seed 003 model 3 read with its "skip added": the same modules and table, plus a parameter-free identity skip.
+
+    Only one block of the table has as many output channels as input channels: the 3x3 block 16 -> 16 from 9x9 to
+    7x7 (Conv2d-18). It is the one block an identity skip can go around without a projection, which would have been
+    a table row; it is also where the same author's model 4 puts its 16 -> 16 1x1 conv, before its one 16 -> 16
+    block. The skip is resized the way seed 001 resizes its skips (``F.interpolate``, nearest) and added after the
+    block's dropout, as seed 001 adds after its blocks. Longer parameter-free skips also fit the table (12 channels
+    from the first block to the third, 16 from the second to the fourth or fifth); the seed says nothing that
+    picks one of them, so only the one-block skip is registered.
+    """
+
+    def forward(self, x):
+        f = self.features
+        x4 = f[4](f[3](f[2](f[1](f[0](x)))))  # (B, 16, 9, 9)
+        x5 = f[5](x4)  # (B, 16, 7, 7)
+        x5 = x5 + F.interpolate(x4, size=x5.shape[2:])
+        return F.log_softmax(f[7](f[6](x5)).view(-1, 10), dim=-1)
+
+
 class S003Model4(nn.Module):
     """Seed 003 model 4, 7,616 params, rebuilt from its torchsummary table.
 
     The table lists a bias-free 1x1 conv 16 -> 16 (Conv2d-7, 256 params) between the second block's BatchNorm and
-    the third 3x3 conv, with output (16, 24, 24), the shape of its input. The seed says a skip was added, and this is
-    the only place the table leaves for one: a residual ``x + conv1x1(x)``. Dropout (p from the recipe) follows only
-    the third and fifth blocks, as in the table; no activation follows the last conv.
+    the third 3x3 conv, with output (16, 24, 24), the shape of its input. The seed says a skip was added (line 271),
+    and this is the only place the table leaves for one: a residual ``x + conv1x1(x)``. Dropout (p from the recipe)
+    follows only the third and fifth blocks, as in the table; no activation follows the last conv.
+
+    A plain 1x1 conv in sequence fits the table as well: :class:`S003Model4Plain`. The two compute the same family
+    of functions (``x + Wx = (I + W)x``) and SGD moves ``W`` the same way in both, so they differ only in where
+    training starts: at ``I + W0`` here, at ``W0`` there. A third reading, the 1x1 conv as a projection added back
+    after the third block, would need a 24 -> 22 crop or resize that neither the table nor the text shows; it is
+    not registered.
     """
 
     def __init__(self, dropout: float):
@@ -238,6 +272,19 @@ class S003Model4(nn.Module):
     def forward(self, x):
         x = self.convblock2(self.convblock1(x))
         x = x + self.skip(x)
+        x = self.pool1(self.convblock3(x))
+        x = self.convblock6(self.convblock5(self.convblock4(x)))
+        return F.log_softmax(self.gap(x).view(-1, 10), dim=-1)
+
+
+class S003Model4Plain(S003Model4):
+    """Seed 003 model 4 read with the 1x1 Conv2d-7 as a plain layer in sequence: the same modules and table.
+
+    ``self.skip`` keeps its name so that both readings declare, and so initialise, the same modules in one order.
+    """
+
+    def forward(self, x):
+        x = self.skip(self.convblock2(self.convblock1(x)))  # (B, 16, 24, 24)
         x = self.pool1(self.convblock3(x))
         x = self.convblock6(self.convblock5(self.convblock4(x)))
         return F.log_softmax(self.gap(x).view(-1, 10), dim=-1)
@@ -279,15 +326,27 @@ class S004Net1(nn.Module):
     def __init__(self, dropout: float):
         super().__init__()
         self.block1 = nn.Sequential(
-            nn.Conv2d(1, 16, 3), nn.ReLU(), nn.BatchNorm2d(16),  # 26
-            nn.Conv2d(16, 16, 3), nn.ReLU(), nn.BatchNorm2d(16),  # 24
-            nn.MaxPool2d(2, 2), nn.ReLU(), Dropout(dropout),  # 12
-        )  # fmt: skip
+            nn.Conv2d(1, 16, 3),  # 26
+            nn.ReLU(),
+            nn.BatchNorm2d(16),
+            nn.Conv2d(16, 16, 3),  # 24
+            nn.ReLU(),
+            nn.BatchNorm2d(16),
+            nn.MaxPool2d(2, 2),  # 12
+            nn.ReLU(),
+            Dropout(dropout),
+        )
         self.block2 = nn.Sequential(
-            nn.Conv2d(16, 32, 3), nn.ReLU(), nn.BatchNorm2d(32),  # 10
-            nn.Conv2d(32, 32, 3), nn.ReLU(), nn.BatchNorm2d(32),  # 8 (rows 13-15)
-            nn.MaxPool2d(2, 2), nn.ReLU(), Dropout(dropout),  # 4
-        )  # fmt: skip
+            nn.Conv2d(16, 32, 3),  # 10
+            nn.ReLU(),
+            nn.BatchNorm2d(32),  # the table's missing rows 12-14: this BatchNorm, the next conv and its ReLU
+            nn.Conv2d(32, 32, 3),  # 8
+            nn.ReLU(),
+            nn.BatchNorm2d(32),
+            nn.MaxPool2d(2, 2),  # 4
+            nn.ReLU(),
+            Dropout(dropout),
+        )
         self.head = nn.Sequential(nn.Conv2d(32, 10, 3), nn.BatchNorm2d(10), Dropout(dropout), nn.AvgPool2d(2))
 
     def forward(self, x):

@@ -69,26 +69,26 @@ def _options(
 
 @app.command()
 def steps(name: Annotated[Optional[str], typer.Argument(help="Show one step in full.")] = None) -> None:
-    """List the step models of the zoo, or show one in full with its recipe, claims and assumptions."""
-    import dataclasses
-
+    """List the step models of the zoo, or show one in full: recipe, claims, the seed's own target, assumptions."""
     from cnn import zoo
 
     if name is None:
-        typer.echo(f"{'step':<17} {'params':>9} {'epochs':>6} {'batch':>5} {'claimed':>7} {'assumed':>7}  source")
+        typer.echo(f"{'step':<20} {'params':>9} {'epochs':>6} {'batch':>5} {'claimed':>7} {'assumed':>7}  source")
         for s in zoo.select(["all"]):
             claim = f"{s.claims.best_test:.2f}" if s.claims.best_test else "-"
-            typer.echo(f"{s.name:<17} {zoo.count_params(s.model()):>9,} {s.recipe.epochs:>6} {s.recipe.batch_size:>5}"
-                       f" {claim:>7} {len(s.assumptions):>7}  {s.source} > {s.title}")  # fmt: skip
+            params = zoo.count_params(s.model())
+            typer.echo(
+                f"{s.name:<20} {params:>9,} {s.recipe.epochs:>6} {s.recipe.batch_size:>5} {claim:>7} "
+                f"{len(s.assumptions):>7}  {s.source} > {s.title}"
+            )
         return
-    s = zoo.get_step(name)
-    c = s.claims
+    d = zoo.describe(zoo.get_step(name))
+    s, c, t = d.step, d.step.claims, d.step.target
     typer.echo(f"{s.name}: {s.title}  ({s.source}, step {s.order} of submission {s.submission})")
-    typer.echo(f"params: {zoo.count_params(s.model()):,}" + (f" (seed says {c.params:,})" if c.params else ""))
+    typer.echo(f"params: {d.params:,}" + (f" (seed says {c.params:,})" if c.params else ""))
     typer.echo("recipe:")
-    for f in dataclasses.fields(s.recipe):
-        mark = "  (assumed)" if f.name in s.assumptions else ""
-        typer.echo(f"  {f.name:<11} {getattr(s.recipe, f.name)}{mark}")
+    for field, value, assumed in d.recipe:
+        typer.echo(f"  {field:<11} {value}{'  (assumed)' if assumed else ''}")
     typer.echo("claims (one run):")
     for label, v in (("best test", c.best_test), ("best train", c.best_train), ("best epoch", c.best_epoch)):
         typer.echo(f"  {label:<11} {v if v is not None else '-'}")
@@ -96,11 +96,15 @@ def steps(name: Annotated[Optional[str], typer.Argument(help="Show one step in f
         typer.echo(f"  log        {' '.join(f'{a:.2f}' for a in c.log)}")
     if c.note:
         typer.echo(f"  note       {c.note}")
-    typer.echo("assumptions:" if s.assumptions else "assumptions: none")
-    for line in s.assumption_lines():
+    typer.echo("target (the seed's own):")
+    for label, v in (("accuracy", t.accuracy), ("params <", t.params), ("epochs <=", t.epochs)):
+        typer.echo(f"  {label:<11} {'-' if v is None else f'{v:,}'}")
+    typer.echo(f"  source     {t.source}")
+    typer.echo("assumptions:" if d.assumptions else "assumptions: none")
+    for line in d.assumptions:
         typer.echo(f"  - {line}")
     typer.echo("network:")
-    for kind, shape, params in zoo.summary(s.model()):
+    for kind, shape, params in d.layers:
         typer.echo(f"  {kind:<12} {str(list(shape)):<16} {params:>9,}")
 
 

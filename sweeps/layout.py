@@ -100,6 +100,11 @@ STEP_COLUMNS = [
     ("claimed_log", pa.list_(pa.float64()), "the seed's own per-epoch test accuracy log, percent, epoch 1 first"),
     ("claim_note", pa.string(), "where the seed contradicts itself, what we read it as"),
     ("assumptions", pa.list_(pa.string()), "recipe values we assumed because the seed is silent, `field = value: why`"),
+    ("target_accuracy", pa.float64(), "test accuracy the seed itself set out to reach with this step, percent (nullable)"),
+    ("target_params", pa.int64(), "parameter count the seed's own target stays below (nullable)"),
+    ("target_epochs", pa.int32(), "epochs the seed's own target allows at most (nullable)"),
+    ("target_source", pa.string(), "the seed's line number(s) and words for its own target (\"(no numbers)\" where it sets "
+     "none)"),
 ]
 
 

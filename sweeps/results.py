@@ -134,7 +134,8 @@ def step_row(run: Run) -> dict[str, Any]:
         "batch_size": run.recipe.batch_size, "recipe": json.dumps(dataclasses.asdict(run.recipe)),
         "recipe_hash": run.recipe_hash, "claimed_params": c.params, "claimed_best_test": c.best_test,
         "claimed_best_train": c.best_train, "claimed_best_epoch": c.best_epoch, "claimed_log": list(c.log) or None,
-        "claim_note": c.note, "assumptions": step.assumption_lines(),
+        "claim_note": c.note, "assumptions": step.assumption_lines(), "target_accuracy": step.target.accuracy,
+        "target_params": step.target.params, "target_epochs": step.target.epochs, "target_source": step.target.source,
     }
 
 

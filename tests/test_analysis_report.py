@@ -251,3 +251,16 @@ def test_plain_words_say_what_the_spread_means_for_luck(tmp_path):
                             "The step has one true accuracy, about 99.38 %, read with a noisy ruler, and its hits of "
                             "the target are the ruler's noise, not lucky seeds.")
     assert "-0.00" not in verdict_text(summary) and "-0.00" not in render_html(load_results(tmp_path), summary, {})
+
+
+def test_verdict_table_marks_the_seeds_own_target(tmp_path):
+    write_steps(tmp_path, [
+        {"step": "s1", "submission": "000", "order": 1, "params": 9_000, "epochs": 3, "target_accuracy": 99.45,
+         "target_params": 10_000, "target_epochs": 2, "target_source": "000 line 1: 'under 10k in 2 epochs'"},
+        {"step": "s2", "submission": "000", "order": 2, "params": 7_000, "epochs": 3}])
+    for seed in (0, 1):  # best epochs 99.5 and 99.45: both reach 99.45
+        write_run(tmp_path, "s1", seed, [99.2, 99.45, 99.5 - seed / 10], params=9_000)
+    write_run(tmp_path, "s2", 0, [99.0, 99.1, 99.2])
+    text = verdict_text(summarize(load_results(tmp_path), Options(n_bootstrap=200)))
+    assert re.search(r"^s1 +9,000 OVER .* 99\.45 ok, <10,000 ok, <=2 NO +UNDECIDED", text, re.M), text
+    assert re.search(r"^s2 .* - +NEVER\b", text, re.M), text

@@ -24,6 +24,7 @@ from analysis.stats import (
     mann_whitney_p,
     median_ci,
     median_ci_min_n,
+    own_target,
     p_decided,
     prob_at_least,
     probability_of_improvement,
@@ -408,3 +409,20 @@ def test_coverage_of_every_interval(n):
     failing = {name: c for name, c in results.items() if c[0] < 0.95 - 0.02}
     assert not failing, failing
     assert results["median"][1] == (0 if n < median_ci_min_n(0.95) else 1)  # no interval below 6 seeds
+
+
+def test_own_target_by_hand():
+    """a: 2 of 3 seeds reach 99.40, under 10,000 params, but 20 epochs > 15; b: no accuracy target, 12,000 params
+    over 10,000; c: half its seeds reach 99.0 (99.00 counts), and it sets no params or epochs target."""
+    steps = pd.DataFrame({"group": ["a", "b", "c"], "params": [9_000, 12_000, 7_000], "epoch_budget": [20, 20, 15],
+                          "target_accuracy": [99.40, np.nan, 99.0], "target_params": [10_000, 10_000, np.nan],
+                          "target_epochs": [15, 20, np.nan]})
+    runs = pd.DataFrame({"group": ["a", "a", "a", "b", "c", "c"], "best_acc": [99.41, 99.40, 99.39, 99.5, 98.99, 99.0]})
+    t = own_target(steps, runs)
+    assert t["own_acc_rate"].iloc[0] == pytest.approx(2 / 3) and pd.isna(t["own_acc_rate"].iloc[1])
+    assert t["own_acc_rate"].iloc[2] == 0.5
+    assert t["own_acc_ok"].tolist() == [True, pd.NA, True]
+    assert t["own_params_ok"].tolist() == [True, False, pd.NA]
+    assert t["own_epochs_ok"].tolist() == [False, True, pd.NA]
+    bare = own_target(steps[["group", "params", "epoch_budget"]], runs)  # a folder written before the targets
+    assert bare[["own_acc_ok", "own_params_ok", "own_epochs_ok"]].isna().all().all()

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cnn.train import METRICS
+from cnn.train import METRICS, Run
 from sweeps import layout, results
 from sweeps.cli import app
 from sweeps.runner import SweepConfig, run_sweep
@@ -159,6 +159,25 @@ def test_bad_input_is_one_line_and_exit_2(args, says, tmp_path, data_dir):
     out = tmp_path / "results"
     line = one_line_exit_2(args + (["--out", str(out), "--data-dir", str(data_dir)] if args[0] == "run" else []), out)
     assert says in line
+
+
+def test_steps_shows_a_step_with_its_own_target_and_assumptions():
+    result = CliRunner().invoke(app, ["steps", "s003-model4-plain"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "  best test   99.34\n  best train  98.94\n  best epoch  8\n" in out
+    assert "target (the seed's own):\n  accuracy    99.0\n  params <    8,000\n  epochs <=   15\n" in out
+    assert "  source     003 lines 260-262: 'Reduce parameters bellow 8k count'" in out
+    assert "  optimizer   sgd  (assumed)\n" in out and "  mean        0.1307  (assumed)\n" in out
+    assert "  - std = 0.3081: no seed has transform code; the session-7 class code's Normalize" in out
+    assert out.count("  Conv2d ") == 7  # the network, rows of the seed's table
+
+
+def test_step_row_carries_the_seeds_own_target():
+    row = results.step_row(Run.plan("s004-net2", 0))
+    assert set(row) == set(layout.STEP_SCHEMA.names) and row["params"] == 13_808
+    assert (row["target_accuracy"], row["target_params"], row["target_epochs"]) == (99.4, None, 20)
+    assert row["target_source"].startswith("004 line 80: ")
 
 
 def test_unwritable_out(tmp_path, data_dir, ray_session):
