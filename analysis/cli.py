@@ -7,7 +7,7 @@ command runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,32 +16,50 @@ from analysis import ReportError
 
 def report(
     out: Annotated[Path, typer.Option("--out", help="Results folder written by `sweep run`.")] = Path("results"),
-    html: Annotated[Optional[Path], typer.Option(help="Where to write the HTML report; the CSV tables go next to it.",
-                                                 show_default="OUT/report.html")] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the HTML report; the CSV tables go next to it.", show_default="OUT/report.html"
+        ),
+    ] = None,
     target: Annotated[float, typer.Option(help="Target test accuracy, percent.")] = 99.40,
-    last_k: Annotated[int, typer.Option(help="A consistent run stays at or above the target in each of "
-                                                    "its last K epochs.")] = 3,
-    epoch_budget: Annotated[Optional[int], typer.Option(help="Epochs that count, for every step.",
-                                                        show_default="each step's recipe epochs")] = None,
+    last_k: Annotated[
+        int, typer.Option(help="A consistent run stays at or above the target in each of its last K epochs.")
+    ] = 3,
+    epoch_budget: Annotated[
+        int | None, typer.Option(help="Epochs that count, for every step.", show_default="each step's recipe epochs")
+    ] = None,
     max_params: Annotated[int, typer.Option(help="Parameter budget: a step passes with fewer parameters.")] = 8_000,
     max_epochs: Annotated[int, typer.Option(help="Epoch budget: a step passes with at most this many epochs.")] = 15,
     confidence: Annotated[float, typer.Option(help="Level of every interval.")] = 0.95,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples, and Mann-Whitney permutations.")] = 2_000,
     bootstrap_seed: Annotated[int, typer.Option(help="Seed of the bootstrap, for reproducible intervals.")] = 0,
-    json_: Annotated[bool, typer.Option("--json", help="Print the per-step summary as JSON instead of the table.")] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the per-step summary as JSON instead of the table.")
+    ] = False,
 ) -> None:
     """Tell lucky from consistent: write the HTML report of a results folder and print its verdict table."""
     from analysis.load import load_results
     from analysis.report import verdict_text, write_report
     from analysis.stats import Options, summarize
 
-    options = Options(target=target, last_k=last_k, epoch_budget=epoch_budget, max_params=max_params,
-                      max_epochs=max_epochs, confidence=confidence, n_bootstrap=bootstrap,
-                      random_state=bootstrap_seed)
+    options = Options(
+        target=target,
+        last_k=last_k,
+        epoch_budget=epoch_budget,
+        max_params=max_params,
+        max_epochs=max_epochs,
+        confidence=confidence,
+        n_bootstrap=bootstrap,
+        random_state=bootstrap_seed,
+    )
     results = load_results(out)
     for damaged, moved_to in results.quarantined:
-        typer.echo(f"moved damaged {damaged} to {moved_to} (with its run's other file); the next sweep run trains the "
-                   "run again", err=True)
+        typer.echo(
+            f"moved damaged {damaged} to {moved_to} (with its run's other file); the next sweep run trains the "
+            "run again",
+            err=True,
+        )
     summary = summarize(results, options)
     try:
         paths = write_report(results, summary, html or out / "report.html")

@@ -24,8 +24,13 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from analysis.stats import Options, Summary, binomial_se, prob_at_least  # noqa: E402
 
-VERDICT_COLORS = {"CONSISTENT": "#1a9850", "LUCKY": "#f46d43", "UNDECIDED": "#74add1", "NEVER": "#969696",
-                  "TOO SHORT": "#8073ac"}
+VERDICT_COLORS = {
+    "CONSISTENT": "#1a9850",
+    "LUCKY": "#f46d43",
+    "UNDECIDED": "#74add1",
+    "NEVER": "#969696",
+    "TOO SHORT": "#8073ac",
+}
 MODEL_COLOR = "#2166ac"
 METRICS = {"best_acc": "best epoch", "final_acc": "final epoch", "lastk_min": "worst of last K"}
 CLAIM = {"color": "#b2182b", "marker": "*", "s": 120, "zorder": 5, "edgecolor": "white", "linewidth": 0.5}
@@ -54,8 +59,10 @@ def _target(ax, options: Options, axis: str = "y") -> None:
 
 def _target_handles(options: Options) -> list:
     se = float(binomial_se(options.target, options.n_test))
-    return [Line2D([], [], color=TARGET_COLOR, ls="--", label=f"target {options.target:.2f} %"),
-            Patch(color=BAND_COLOR, alpha=0.4, label=f"±1 SE of one test ({se:.3f} pp)")]
+    return [
+        Line2D([], [], color=TARGET_COLOR, ls="--", label=f"target {options.target:.2f} %"),
+        Patch(color=BAND_COLOR, alpha=0.4, label=f"±1 SE of one test ({se:.3f} pp)"),
+    ]
 
 
 def _submission_rules(ax, steps: pd.DataFrame) -> None:
@@ -63,8 +70,16 @@ def _submission_rules(ax, steps: pd.DataFrame) -> None:
     for sub, rows in steps.reset_index(drop=True).groupby("submission", sort=False):
         if rows.index[0] > 0:
             ax.axhline(rows.index[0] - 0.5, color="0.3", lw=0.8)
-        ax.annotate(f"submission {sub}", (0, rows.index[0] - 0.5), xycoords=("axes fraction", "data"),
-                    xytext=(3, -2), textcoords="offset points", va="top", fontsize=7, color="0.35")
+        ax.annotate(
+            f"submission {sub}",
+            (0, rows.index[0] - 0.5),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, -2),
+            textcoords="offset points",
+            va="top",
+            fontsize=7,
+            color="0.35",
+        )
 
 
 @_styled
@@ -81,8 +96,10 @@ def distributions(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Op
     _submission_rules(ax, steps)
     width = 0.8 / 3  # seaborn dodges the three metrics over 0.8 of a category: best above, final in the middle
     handles = ax.get_legend_handles_labels()[0]
-    for name, label, marker, offset in (("claim_best", "seed file's claimed best", "*", -width),
-                                        ("claim_final", "seed file's logged final", "X", 0.0)):
+    for name, label, marker, offset in (
+        ("claim_best", "seed file's claimed best", "*", -width),
+        ("claim_final", "seed file's logged final", "X", 0.0),
+    ):
         claimed = steps[name].notna()
         if claimed.any():
             ax.scatter(steps.loc[claimed, name], np.flatnonzero(claimed) + offset, **(CLAIM | {"marker": marker}))
@@ -109,10 +126,20 @@ def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = O
     low = min(late.quantile(0.1).min(), options.target) - 0.1  # earlier epochs may run off the bottom
     high = max([late.quantile(0.9).max(), options.target, *claimed]) + 0.08
     cols = min(4, len(steps))
-    grid = sns.FacetGrid(e, col="group", col_order=steps["group"].tolist(), col_wrap=cols,
-                         height=2.3, aspect=1.35, sharex=False, sharey=True, ylim=(low, high))
-    grid.map_dataframe(sns.lineplot, x="epoch", y="test_acc", estimator="median", errorbar=("pi", 80),
-                       color="#2166ac", lw=1.5)
+    grid = sns.FacetGrid(
+        e,
+        col="group",
+        col_order=steps["group"].tolist(),
+        col_wrap=cols,
+        height=2.3,
+        aspect=1.35,
+        sharex=False,
+        sharey=True,
+        ylim=(low, high),
+    )
+    grid.map_dataframe(
+        sns.lineplot, x="epoch", y="test_acc", estimator="median", errorbar=("pi", 80), color="#2166ac", lw=1.5
+    )
     for group, ax in grid.axes_dict.items():
         _target(ax, options)
         if group in logs:
@@ -123,12 +150,19 @@ def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = O
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(f"{group}\n{verdicts[group]}", fontsize=9, color=VERDICT_COLORS[verdicts[group]])
     grid.set_axis_labels("epoch", "test accuracy (%)")
-    handles = [Line2D([], [], color="#2166ac", label="median of seeds"),
-               Patch(color="#2166ac", alpha=0.2, label="10–90 % of seeds")]
+    handles = [
+        Line2D([], [], color="#2166ac", label="median of seeds"),
+        Patch(color="#2166ac", alpha=0.2, label="10–90 % of seeds"),
+    ]
     if len(logs):
         handles.append(Line2D([], [], color=CLAIM["color"], marker=".", label="seed file's own logged run"))
-    grid.figure.legend(handles=handles + _target_handles(options),
-                       loc="upper center", ncol=5 if cols > 2 else 2, frameon=False, bbox_to_anchor=(0.5, 0))
+    grid.figure.legend(
+        handles=handles + _target_handles(options),
+        loc="upper center",
+        ncol=5 if cols > 2 else 2,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0),
+    )
     grid.figure.tight_layout()
     grid.figure.suptitle("Test accuracy per epoch (y axis cut below; early epochs may leave it)", y=1.0, va="bottom")
     return grid.figure  # legend and title lie outside the axes' box: save with bbox_inches="tight"
@@ -142,16 +176,35 @@ def rates(steps: pd.DataFrame, options: Options = Options()) -> Figure:
     for name, offset, color in (("hit", -0.17, "#92c5de"), ("consistent", 0.17, "#2166ac")):
         rate = steps[f"{name}_rate"]
         err = np.clip([rate - steps[f"{name}_lo"], steps[f"{name}_hi"] - rate], 0, None)  # float noise below 0
-        ax.errorbar(rate, y + offset, xerr=err, fmt="o",
-                    color=color, capsize=3, label=f"{name} rate, {options.confidence:.0%} Clopper-Pearson interval")
+        ax.errorbar(
+            rate,
+            y + offset,
+            xerr=err,
+            fmt="o",
+            color=color,
+            capsize=3,
+            label=f"{name} rate, {options.confidence:.0%} Clopper-Pearson interval",
+        )
     ax.axvline(0.5, color="0.2", lw=1, ls=":")
     for i, row in enumerate(steps.itertuples()):
-        ax.annotate(f"{row.verdict}  (n={row.n_seeds})", (1.02, i), xycoords=("axes fraction", "data"),
-                    va="center", fontsize=8, color=VERDICT_COLORS[row.verdict], fontweight="bold")
-    ax.set(yticks=y, yticklabels=steps["group"], xlim=(-0.02, 1.02), ylim=(len(steps) - 0.5, -0.5),
-           xlabel=f"share of seeds (hit: ≥ {options.target:.2f} % at some epoch; "
-                  f"consistent: in each of the last {options.last_k}, of the runs that long)",
-           title="Hit rate vs consistent rate (verdict from the consistent rate's interval against 0.5)")
+        ax.annotate(
+            f"{row.verdict}  (n={row.n_seeds})",
+            (1.02, i),
+            xycoords=("axes fraction", "data"),
+            va="center",
+            fontsize=8,
+            color=VERDICT_COLORS[row.verdict],
+            fontweight="bold",
+        )
+    ax.set(
+        yticks=y,
+        yticklabels=steps["group"],
+        xlim=(-0.02, 1.02),
+        ylim=(len(steps) - 0.5, -0.5),
+        xlabel=f"share of seeds (hit: ≥ {options.target:.2f} % at some epoch; "
+        f"consistent: in each of the last {options.last_k}, of the runs that long)",
+        title="Hit rate vs consistent rate (verdict from the consistent rate's interval against 0.5)",
+    )
     _submission_rules(ax, steps)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.04 + 0.3 / len(steps)), ncol=2, frameon=False)
     fig.tight_layout()
@@ -163,30 +216,55 @@ def ladder(runs: pd.DataFrame, steps: pd.DataFrame, progression: pd.DataFrame, o
     """Per submission, its steps in order with their final accuracies, and P(improvement) over the step before."""
     sizes = steps.groupby("submission", sort=False).size()  # one panel per submission, as wide as its steps
     subs = sizes.index.tolist()
-    fig, axes = plt.subplots(1, len(subs), squeeze=False, sharey=True, width_ratios=sizes.tolist(),
-                             figsize=(min(14.0, 1.6 + 0.85 * len(steps)), 4.6))
+    fig, axes = plt.subplots(
+        1,
+        len(subs),
+        squeeze=False,
+        sharey=True,
+        width_ratios=sizes.tolist(),
+        figsize=(min(14.0, 1.6 + 0.85 * len(steps)), 4.6),
+    )
     palette = dict(zip(steps["group"], steps["verdict"].map(VERDICT_COLORS)))
     for ax, sub in zip(axes.flat, subs):
         order = steps.loc[steps["submission"] == sub, "group"].tolist()
         data = runs[runs["group"].isin(order)]
         common = {"data": data, "x": "group", "y": "final_acc", "order": order, "ax": ax}
-        sns.boxplot(**common, hue="group", palette=palette, showfliers=False, width=0.55, whis=(0, 100),
-                    boxprops={"alpha": 0.35}, legend=False)
+        sns.boxplot(
+            **common,
+            hue="group",
+            palette=palette,
+            showfliers=False,
+            width=0.55,
+            whis=(0, 100),
+            boxprops={"alpha": 0.35},
+            legend=False,
+        )
         sns.stripplot(**common, color="0.15", size=3.5, jitter=0.1)
         _target(ax, options)
         pairs = progression[progression["submission"] == sub]
         for k, pair in enumerate(pairs.itertuples()):
             x = (order.index(pair.before) + order.index(pair.after)) / 2
-            ax.annotate(f"P(↑) = {pair.p_improve:.2f}", (x, 1.0 - 0.07 * (k % 2)), xycoords=("data", "axes fraction"),
-                        ha="center", va="top", fontsize=7.5, bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"})
+            ax.annotate(
+                f"P(↑) = {pair.p_improve:.2f}",
+                (x, 1.0 - 0.07 * (k % 2)),
+                xycoords=("data", "axes fraction"),
+                ha="center",
+                va="top",
+                fontsize=7.5,
+                bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"},
+            )
         ax.set(title=f"submission {sub}", xlabel="", ylabel="final test accuracy (%)")
         ax.tick_params(axis="x", labelrotation=35, labelsize=8)
         plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     if len(progression):
         low, high = axes.flat[0].get_ylim()  # shared by all panels
         axes.flat[0].set_ylim(low, high + 0.2 * (high - low))  # headroom for the P(↑) labels
-    fig.legend(handles=[Patch(color=c, alpha=0.5, label=v) for v, c in VERDICT_COLORS.items()]
-               + _target_handles(options), loc="lower center", ncol=6, frameon=False)
+    fig.legend(
+        handles=[Patch(color=c, alpha=0.5, label=v) for v, c in VERDICT_COLORS.items()] + _target_handles(options),
+        loc="lower center",
+        ncol=6,
+        frameon=False,
+    )
     fig.suptitle("Progression: final accuracy per step, and P(later step > earlier step) across seeds")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
@@ -198,19 +276,31 @@ def luck(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) 
     order = steps["group"].tolist()
     fig, (gap, first) = plt.subplots(1, 2, sharey=True, figsize=(10, 1.4 + ROW_INCH * 1.6 * len(order)))
     common = {"data": runs, "y": "group", "order": order, "color": "#4d4d4d", "size": 4, "jitter": 0.15}
-    sns.boxplot(runs, x="luck_gap", y="group", order=order, ax=gap, color="#d9d9d9", showfliers=False,
-                whis=(0, 100), width=0.5)
+    sns.boxplot(
+        runs, x="luck_gap", y="group", order=order, ax=gap, color="#d9d9d9", showfliers=False, whis=(0, 100), width=0.5
+    )
     sns.stripplot(**common, x="luck_gap", ax=gap)
     sns.stripplot(**common, x="first_epoch_at_target", ax=first)
     first.scatter(steps["budget"], np.arange(len(order)), marker="|", s=300, color=TARGET_COLOR)
     for i, row in enumerate(steps.itertuples()):
-        first.annotate(f"never: {row.n_seeds - row.n_hit}/{row.n_seeds}", (1.02, i),
-                       xycoords=("axes fraction", "data"), va="center", fontsize=8)
-    gap.set(xlabel=f"luck gap: best − mean of last {options.last_k} epochs (pp)", ylabel="",
-            title="How far the best epoch sits above the end of the run")
+        first.annotate(
+            f"never: {row.n_seeds - row.n_hit}/{row.n_seeds}",
+            (1.02, i),
+            xycoords=("axes fraction", "data"),
+            va="center",
+            fontsize=8,
+        )
+    gap.set(
+        xlabel=f"luck gap: best − mean of last {options.last_k} epochs (pp)",
+        ylabel="",
+        title="How far the best epoch sits above the end of the run",
+    )
     first.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    first.set(xlabel="epoch", xlim=(0, steps["budget"].max() + 1),
-              title=f"First epoch at ≥ {options.target:.2f} % (orange bar: epoch budget)")
+    first.set(
+        xlabel="epoch",
+        xlim=(0, steps["budget"].max() + 1),
+        title=f"First epoch at ≥ {options.target:.2f} % (orange bar: epoch budget)",
+    )
     _submission_rules(gap, steps)
     fig.tight_layout()
     return fig
@@ -227,18 +317,35 @@ def spread(steps: pd.DataFrame, options: Options = Options()) -> Figure:
     ax.barh(y, model, left=test, height=0.5, color=MODEL_COLOR, alpha=0.8, label="genuine, between models")
     right = 3 * np.nanmax([steps["var_observed"].max(), steps["var_test"].max(), 1e-6])  # upper ends run far
     lo, hi = test + steps["var_model_lo"], test + steps["var_model_hi"]
-    ax.hlines(y, lo, np.minimum(hi, right), color="0.15", lw=1.2,
-              label=f"{options.confidence:.0%} interval of the genuine part (on top of the test set's)")
+    ax.hlines(
+        y,
+        lo,
+        np.minimum(hi, right),
+        color="0.15",
+        lw=1.2,
+        label=f"{options.confidence:.0%} interval of the genuine part (on top of the test set's)",
+    )
     cut = hi > right
     ax.scatter(np.full(cut.sum(), right), y[cut], marker=">", color="0.15", clip_on=False, zorder=3)
     ax.scatter(steps["var_observed"], y, marker="|", s=250, color="black", zorder=4, label="observed variance")
     for i, row in enumerate(steps.itertuples()):
         share = f", test set {row.test_share:.0%}" if pd.notna(row.test_share) else ""
-        ax.annotate(f"{row.spread}{share}", (1.01, i), xycoords=("axes fraction", "data"), va="center", fontsize=8,
-                    color=MODEL_COLOR if row.spread == "models differ" else "0.25")
-    ax.set(yticks=y, yticklabels=steps["group"], xlim=(0, right), ylim=(len(steps) - 0.5, -0.5),
-           xlabel="variance of final accuracy across seeds (pp²)",
-           title="How much of the seed-to-seed spread is only the test set")
+        ax.annotate(
+            f"{row.spread}{share}",
+            (1.01, i),
+            xycoords=("axes fraction", "data"),
+            va="center",
+            fontsize=8,
+            color=MODEL_COLOR if row.spread == "models differ" else "0.25",
+        )
+    ax.set(
+        yticks=y,
+        yticklabels=steps["group"],
+        xlim=(0, right),
+        ylim=(len(steps) - 0.5, -0.5),
+        xlabel="variance of final accuracy across seeds (pp²)",
+        title="How much of the seed-to-seed spread is only the test set",
+    )
     _submission_rules(ax, steps)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.04 + 0.3 / len(steps)), ncol=2, frameon=False)
     fig.tight_layout()
@@ -250,8 +357,9 @@ def sources(runs: pd.DataFrame, table: pd.DataFrame, options: Options = Options(
     """One row per step swept under several --vary settings, one box of final accuracies per setting: which source
     of randomness drives the spread. `table` is `stats.sources`."""
     steps = table["step"].unique().tolist()
-    fig, axes = plt.subplots(len(steps), 1, figsize=(9, 0.8 + 0.45 * len(table) + 0.5 * len(steps)), squeeze=False,
-                             sharex=True)
+    fig, axes = plt.subplots(
+        len(steps), 1, figsize=(9, 0.8 + 0.45 * len(table) + 0.5 * len(steps)), squeeze=False, sharex=True
+    )
     for ax, step in zip(axes[:, 0], steps):
         rows = table[table["step"] == step]
         data = runs[runs["group"].isin(rows["group"])].merge(rows[["group", "vary"]], on="group")
@@ -278,8 +386,12 @@ def noise(options: Options = Options()) -> Figure:
         p = float(prob_at_least(options.target, acc, options.n_test))
         ax.plot([acc], [p], "o", color="0.2")
         ax.annotate(f"true {acc:.2f} % → {p:.0%}", (acc, p), xytext=(8, -4), textcoords="offset points", fontsize=8)
-    ax.set(xlabel="true accuracy of a fixed model (%)", ylabel=f"P(score ≥ {options.target:.2f} %)",
-           ylim=(-0.02, 1.02), title=f"One test on {options.n_test:,} images is a coin flip near the target")
+    ax.set(
+        xlabel="true accuracy of a fixed model (%)",
+        ylabel=f"P(score ≥ {options.target:.2f} %)",
+        ylim=(-0.02, 1.02),
+        title=f"One test on {options.n_test:,} images is a coin flip near the target",
+    )
     ax.legend(handles=_target_handles(options), loc="upper left", frameon=True)
     fig.tight_layout()
     return fig
@@ -289,32 +401,51 @@ def all_figures(summary: Summary, epochs: pd.DataFrame) -> dict[str, tuple[Figur
     """Every figure of the report with its caption, in report order."""
     runs, steps, o = summary.runs, summary.steps, summary.options
     return {
-        "distributions": (distributions(runs, steps, o),
-                          "Each point is one seed. Red stars mark the best accuracy the seed file claimed; red "
-                          "crosses the last epoch of the seed file's own logged run. Claims are drawn only for full "
-                          "runs of the unchanged recipe."),
-        "trajectories": (trajectories(epochs, steps, o),
-                         "Blue: median across seeds with the band holding the middle 80 % of seeds. Red: the run "
-                         "the seed file logged, where it logged one (beside full runs of the unchanged recipe only)."),
-        "rates": (rates(steps, o),
-                  "A step is CONSISTENT when the consistent rate's interval lies at or above 0.5, LUCKY when it "
-                  "lies below 0.5 (and some seed hits), NEVER when no seed hits, TOO SHORT when no run counts the "
-                  "last-K epochs, and UNDECIDED otherwise."),
-        "spread": (spread(steps, o),
-                   "Orange: the variance that re-testing on the test set alone explains (from per-image predictions "
-                   "where two or more seeds have them, else the binomial). Blue: what is left, genuine variation "
-                   "between the seeds' models, with its interval; black tick: the observed variance. A step whose "
-                   "spread is all orange has no lucky seeds: one true accuracy, read with a noisy ruler."),
-        "ladder": (ladder(runs, steps, summary.progression, o),
-                   "P(↑) is the probability that a random seed of the later step ends above a random seed of the "
-                   "earlier one (ties count one half); 0.5 means no difference."),
-        "luck": (luck(runs, steps, o),
-                 "A large luck gap means the best epoch was a spike, not a level the run kept."),
-        **({"sources": (sources(runs, summary.sources, o),
-                        "Each box holds one --vary setting's seeds: only that stream changes from seed to seed, the "
-                        "others stay at the base seed's; 'all' varies every stream, 'none' none. The widest box names "
-                        "the source that makes seeds lucky or unlucky.")} if len(summary.sources) else {}),
-        "noise": (noise(o),
-                  "A fixed model would score differently on another draw of test images: the binomial standard "
-                  "error of one test is the half-width of the orange band on every accuracy plot."),
+        "distributions": (
+            distributions(runs, steps, o),
+            "Each point is one seed. Red stars mark the best accuracy the seed file claimed; red "
+            "crosses the last epoch of the seed file's own logged run. Claims are drawn only for full "
+            "runs of the unchanged recipe.",
+        ),
+        "trajectories": (
+            trajectories(epochs, steps, o),
+            "Blue: median across seeds with the band holding the middle 80 % of seeds. Red: the run "
+            "the seed file logged, where it logged one (beside full runs of the unchanged recipe only).",
+        ),
+        "rates": (
+            rates(steps, o),
+            "A step is CONSISTENT when the consistent rate's interval lies at or above 0.5, LUCKY when it "
+            "lies below 0.5 (and some seed hits), NEVER when no seed hits, TOO SHORT when no run counts the "
+            "last-K epochs, and UNDECIDED otherwise.",
+        ),
+        "spread": (
+            spread(steps, o),
+            "Orange: the variance that re-testing on the test set alone explains (from per-image predictions "
+            "where two or more seeds have them, else the binomial). Blue: what is left, genuine variation "
+            "between the seeds' models, with its interval; black tick: the observed variance. A step whose "
+            "spread is all orange has no lucky seeds: one true accuracy, read with a noisy ruler.",
+        ),
+        "ladder": (
+            ladder(runs, steps, summary.progression, o),
+            "P(↑) is the probability that a random seed of the later step ends above a random seed of the "
+            "earlier one (ties count one half); 0.5 means no difference.",
+        ),
+        "luck": (luck(runs, steps, o), "A large luck gap means the best epoch was a spike, not a level the run kept."),
+        **(
+            {
+                "sources": (
+                    sources(runs, summary.sources, o),
+                    "Each box holds one --vary setting's seeds: only that stream changes from seed to seed, the "
+                    "others stay at the base seed's; 'all' varies every stream, 'none' none. The widest box names "
+                    "the source that makes seeds lucky or unlucky.",
+                )
+            }
+            if len(summary.sources)
+            else {}
+        ),
+        "noise": (
+            noise(o),
+            "A fixed model would score differently on another draw of test images: the binomial standard "
+            "error of one test is the half-width of the orange band on every accuracy plot.",
+        ),
     }

@@ -46,9 +46,22 @@ GROUP_KEY = ["step", *layout.COMPARABLE]
 EPOCH_COLUMNS = {"submission", "seed", "epoch", "epochs", "test_acc", "test_total", "params", *layout.COMPARABLE}
 PREDICTION_COLUMNS = {"seed", "recipe_hash", "quick", "epoch", "n", "correct"}
 STEP_COLUMNS = {"step", "submission", "order", "params", "epochs"}
-STEP_OPTIONAL = ["title", "source", "recipe_hash", "claimed_params", "claimed_best_test", "claimed_best_train",
-                 "claimed_best_epoch", "claimed_log", "claim_note", "assumptions",
-                 "target_accuracy", "target_params", "target_epochs", "target_source"]
+STEP_OPTIONAL = [
+    "title",
+    "source",
+    "recipe_hash",
+    "claimed_params",
+    "claimed_best_test",
+    "claimed_best_train",
+    "claimed_best_epoch",
+    "claimed_log",
+    "claim_note",
+    "assumptions",
+    "target_accuracy",
+    "target_params",
+    "target_epochs",
+    "target_source",
+]
 
 
 @dataclass(frozen=True)
@@ -83,8 +96,14 @@ def load_results(out: Path) -> Results:
     runs = epochs[["step", "seed", "recipe_hash", "quick", "vary", "base_seed", "group"]].drop_duplicates()
     match = ["step", "seed", "recipe_hash", "quick", "vary", "base_seed"]
     predictions = predictions.merge(runs, on=match) if len(predictions) else predictions.assign(group="")
-    return Results(epochs=epochs, predictions=predictions, steps=_steps(out / layout.STEPS, epochs), out=out,
-                   unfinished=_unfinished(out, epochs), quarantined=quarantined)
+    return Results(
+        epochs=epochs,
+        predictions=predictions,
+        steps=_steps(out / layout.STEPS, epochs),
+        out=out,
+        unfinished=_unfinished(out, epochs),
+        quarantined=quarantined,
+    )
 
 
 def group_labels(keys: pd.DataFrame) -> pd.Series:
@@ -145,7 +164,8 @@ def _steps(path: Path, epochs: pd.DataFrame) -> pd.DataFrame:
         steps = pd.DataFrame(columns=sorted(STEP_COLUMNS))
     unlisted = epochs[~epochs["step"].isin(steps["step"])]
     bare = unlisted.groupby("step", as_index=False).agg(
-        submission=("submission", "first"), params=("params", "first"), epochs=("epochs", "max"))
+        submission=("submission", "first"), params=("params", "first"), epochs=("epochs", "max")
+    )
     steps = pd.concat([df for df in (steps, bare) if not df.empty], ignore_index=True)
     steps = steps[steps["step"].isin(epochs["step"])].reset_index(drop=True)
     columns = dict.fromkeys([*sorted(STEP_COLUMNS), *steps.columns, *STEP_OPTIONAL])

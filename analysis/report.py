@@ -17,7 +17,16 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Results
-from analysis.stats import source_words, MORE_SEEDS, Options, Summary, binomial_se, listed, median_ci_min_n, prob_at_least
+from analysis.stats import (
+    MORE_SEEDS,
+    Options,
+    Summary,
+    binomial_se,
+    listed,
+    median_ci_min_n,
+    prob_at_least,
+    source_words,
+)
 
 DASH = "–"
 
@@ -41,8 +50,13 @@ def write_report(results: Results, summary: Summary, html_path: Path) -> ReportP
     html_path.parent.mkdir(parents=True, exist_ok=True)
     figures = {name: (_png(fig), caption) for name, (fig, caption) in all_figures(summary, results.epochs).items()}
     html_path.write_text(render_html(results, summary, figures), encoding="utf-8")
-    paths = ReportPaths(html_path, html_path.with_name("steps_summary.csv"), html_path.with_name("runs_summary.csv"),
-                        html_path.with_name("progression.csv"), summary)
+    paths = ReportPaths(
+        html_path,
+        html_path.with_name("steps_summary.csv"),
+        html_path.with_name("runs_summary.csv"),
+        html_path.with_name("progression.csv"),
+        summary,
+    )
     steps_csv(summary).to_csv(paths.steps_csv, index=False)
     summary.runs.to_csv(paths.runs_csv, index=False)
     summary.progression.to_csv(paths.progression_csv, index=False)
@@ -71,35 +85,51 @@ def verdict_table(steps: pd.DataFrame, plain: bool = False) -> pd.DataFrame:
             return dash
         return f"{row.claim_best:.2f}: p{row.claim_best_pct:.0f}" + (" >max" if row.claim_best_above_max else "")
 
-    return pd.DataFrame({
-        "step": steps["group"],
-        "params": [f"{p:,} {ok if good else fail}" for p, good in zip(steps["params"], steps["params_ok"])],
-        "epochs": [f"{'' if b == e else f'{b} of '}{e} {ok if good else fail}"
-                   for b, e, good in zip(steps["budget"], steps["epoch_budget"], steps["epochs_ok"])],
-        "seeds": [f"{n}" + (f" ({s} too short)" if s else "") for n, s in zip(steps["n_seeds"], steps["n_too_short"])],
-        "hit rate": [rate(*r) for r in zip(steps["n_hit"], steps["n_seeds"], steps["hit_lo"], steps["hit_hi"])],
-        "consistent rate": [rate(*r) for r in zip(steps["n_consistent"], steps["n_judged"], steps["consistent_lo"],
-                                                  steps["consistent_hi"])],
-        "median final": [num(m) for m in steps["final_median"]],
-        "luck gap": [num(g) if pd.notna(g) else dash for g in steps["luck_gap_median"]],
-        "claim, percentile": [claim(r) for r in steps.itertuples()],
-        "own target": [_own_target(r, plain) for r in steps.itertuples()],
-        "verdict": steps["verdict"],
-        "P(decided) +" + "/".join(map(str, MORE_SEEDS)): [
-            "/".join(num(getattr(r, f"p_decided_{m}")) for m in MORE_SEEDS) if r.verdict == "UNDECIDED" else dash
-            for r in steps.itertuples()],
-        "spread: test-set share": [f"{s} ({num(share, '.0%')})" if pd.notna(share) else s
-                                   for s, share in zip(steps["spread"], steps["test_share"])],
-    })
+    return pd.DataFrame(
+        {
+            "step": steps["group"],
+            "params": [f"{p:,} {ok if good else fail}" for p, good in zip(steps["params"], steps["params_ok"])],
+            "epochs": [
+                f"{'' if b == e else f'{b} of '}{e} {ok if good else fail}"
+                for b, e, good in zip(steps["budget"], steps["epoch_budget"], steps["epochs_ok"])
+            ],
+            "seeds": [
+                f"{n}" + (f" ({s} too short)" if s else "") for n, s in zip(steps["n_seeds"], steps["n_too_short"])
+            ],
+            "hit rate": [rate(*r) for r in zip(steps["n_hit"], steps["n_seeds"], steps["hit_lo"], steps["hit_hi"])],
+            "consistent rate": [
+                rate(*r)
+                for r in zip(steps["n_consistent"], steps["n_judged"], steps["consistent_lo"], steps["consistent_hi"])
+            ],
+            "median final": [num(m) for m in steps["final_median"]],
+            "luck gap": [num(g) if pd.notna(g) else dash for g in steps["luck_gap_median"]],
+            "claim, percentile": [claim(r) for r in steps.itertuples()],
+            "own target": [_own_target(r, plain) for r in steps.itertuples()],
+            "verdict": steps["verdict"],
+            "P(decided) +" + "/".join(map(str, MORE_SEEDS)): [
+                "/".join(num(getattr(r, f"p_decided_{m}")) for m in MORE_SEEDS) if r.verdict == "UNDECIDED" else dash
+                for r in steps.itertuples()
+            ],
+            "spread: test-set share": [
+                f"{s} ({num(share, '.0%')})" if pd.notna(share) else s
+                for s, share in zip(steps["spread"], steps["test_share"])
+            ],
+        }
+    )
 
 
 def _own_target(row, plain: bool) -> str:
     """The step against its seed's own target (stats.own_target), e.g. '99.40 ok, <10,000 ok, <=20 ok'."""
     ok, fail, dash, le = ("ok", "NO", "-", "<=") if plain else ("✓", "✗", DASH, "≤")
-    parts = [f"{text} {ok if good else fail}" for text, good in (
-        (f"{getattr(row, 'target_accuracy', np.nan):.2f}", getattr(row, "own_acc_ok", pd.NA)),
-        (f"<{getattr(row, 'target_params', 0):,.0f}", getattr(row, "own_params_ok", pd.NA)),
-        (f"{le}{getattr(row, 'target_epochs', 0):.0f}", getattr(row, "own_epochs_ok", pd.NA))) if pd.notna(good)]
+    parts = [
+        f"{text} {ok if good else fail}"
+        for text, good in (
+            (f"{getattr(row, 'target_accuracy', np.nan):.2f}", getattr(row, "own_acc_ok", pd.NA)),
+            (f"<{getattr(row, 'target_params', 0):,.0f}", getattr(row, "own_params_ok", pd.NA)),
+            (f"{le}{getattr(row, 'target_epochs', 0):.0f}", getattr(row, "own_epochs_ok", pd.NA)),
+        )
+        if pd.notna(good)
+    ]
     return ", ".join(parts) or dash
 
 
@@ -115,13 +145,17 @@ def in_plain_words(s, o: Options) -> str:
     """What a step's verdict and its spread mean, in a few sentences (a row of the steps table)."""
     window = f"through the last {o.last_k} epochs"
     if s.verdict == "TOO SHORT":
-        text = (f"Too short to judge: its runs count {s.budget} epoch(s), fewer than the last {o.last_k} that a "
-                "consistent run must hold the target through.")
+        text = (
+            f"Too short to judge: its runs count {s.budget} epoch(s), fewer than the last {o.last_k} that a "
+            "consistent run must hold the target through."
+        )
     elif s.verdict == "NEVER":
         text = f"Never: no seed reached {o.target:.2f} % within {s.budget} epochs."
     else:
-        text = (f"{s.verdict.capitalize()}: {s.n_hit} of {s.n_seeds} seeds reached {o.target:.2f} % at some epoch "
-                f"and {s.n_consistent} of {s.n_judged} held it {window}.")
+        text = (
+            f"{s.verdict.capitalize()}: {s.n_hit} of {s.n_seeds} seeds reached {o.target:.2f} % at some epoch "
+            f"and {s.n_consistent} of {s.n_judged} held it {window}."
+        )
         if s.verdict == "UNDECIDED":
             chances = ", ".join(f"{num(getattr(s, f'p_decided_{m}'), '.0%')} with {m}" for m in MORE_SEEDS)
             text += f" More seeds would decide it with probability {chances} more."
@@ -135,19 +169,26 @@ def in_plain_words(s, o: Options) -> str:
         return text + " Every seed scored the same final accuracy."
     spread = f"Final accuracy scatters across seeds by {num(sd['var_observed'], '.3f')} pp (SD); {ruler}."
     if s.spread == "test set":
-        meaning = (f" That is all test-set noise: no seed is luckier than another. The step has one true accuracy, "
-                   f"about {num(s.final_mean)} %, read with a noisy ruler")
-        meaning += (", and its hits of the target are the ruler's noise, not lucky seeds." if s.verdict == "LUCKY"
-                    else ".")
+        meaning = (
+            f" That is all test-set noise: no seed is luckier than another. The step has one true accuracy, "
+            f"about {num(s.final_mean)} %, read with a noisy ruler"
+        )
+        meaning += (
+            ", and its hits of the target are the ruler's noise, not lucky seeds." if s.verdict == "LUCKY" else "."
+        )
     elif s.spread == "too few seeds":
-        meaning = (f" The test set may explain all of it, but {s.n_seeds} seeds cannot rule out models that "
-                   f"genuinely differ by up to {num(sd['var_model_hi'], '.3f')} pp (SD), so they cannot yet say "
-                   "whether some seeds are lucky.")
+        meaning = (
+            f" The test set may explain all of it, but {s.n_seeds} seeds cannot rule out models that "
+            f"genuinely differ by up to {num(sd['var_model_hi'], '.3f')} pp (SD), so they cannot yet say "
+            "whether some seeds are lucky."
+        )
     else:
-        meaning = (f" The seeds' models genuinely differ by about {num(sd['var_model'], '.3f')} pp (SD; "
-                   f"{num(sd['var_model_lo'], '.3f')} to {num(sd['var_model_hi'], '.3f')}) beyond the test set, which "
-                   f"explains {num(s.test_share, '.0%')} of the spread: some seeds train better models than others, "
-                   "so a seed can be lucky.")
+        meaning = (
+            f" The seeds' models genuinely differ by about {num(sd['var_model'], '.3f')} pp (SD; "
+            f"{num(sd['var_model_lo'], '.3f')} to {num(sd['var_model_hi'], '.3f')}) beyond the test set, which "
+            f"explains {num(s.test_share, '.0%')} of the spread: some seeds train better models than others, "
+            "so a seed can be lucky."
+        )
     return f"{text} {spread}{meaning}"
 
 
@@ -155,7 +196,7 @@ def in_plain_words(s, o: Options) -> str:
 
 STEPS_COLUMNS = {
     "group": "comparable group: one step, one recipe hash, one --quick flag (its label names the step, and more "
-             "only where needed)",
+    "only where needed)",
     "step": "step name",
     "submission": "seed file prefix of the step",
     "order": "the step's place within its submission",
@@ -184,8 +225,11 @@ STEPS_COLUMNS = {
     "consistent_lo": "lower end of the consistent rate's Clopper-Pearson interval",
     "consistent_hi": "upper end of the consistent rate's Clopper-Pearson interval",
     "verdict": "CONSISTENT, LUCKY, UNDECIDED, NEVER or TOO SHORT (see the definitions)",
-    **{f"p_decided_{m}": f"UNDECIDED only: probability that {m} more seeds decide the verdict (Beta-binomial "
-                         "predictive)" for m in MORE_SEEDS},
+    **{
+        f"p_decided_{m}": f"UNDECIDED only: probability that {m} more seeds decide the verdict (Beta-binomial "
+        "predictive)"
+        for m in MORE_SEEDS
+    },
     "luck_gap_median": "median over judged runs of the luck gap: best epoch - mean of the last K epochs (pp)",
     "final_median": "median final accuracy over seeds (%)",
     "final_q25": "25th percentile of final accuracy over seeds (%)",
@@ -206,7 +250,7 @@ STEPS_COLUMNS = {
     "claim_note": "note on the claim",
     "assumptions": "recipe values the seed file does not state, with their reasons (separated by '; ')",
     "claim_basis": "what our seeds are compared with: the claims as made, the seed file's log cut at the budget, "
-                   "or nothing (and why)",
+    "or nothing (and why)",
     "claim_best": "the best accuracy compared: claimed_best_test, or the best of the log within the budget (%)",
     "claim_final": "the final accuracy compared: the log's last epoch, or its epoch at the budget (%)",
     "claim_best_pct": "percentile of claim_best among our seeds' best epochs (ties count one half)",
@@ -225,7 +269,7 @@ STEPS_COLUMNS = {
     "test_share_lo": "lower end of test_share's interval (from the same chi-square interval)",
     "test_share_hi": "upper end of test_share's interval",
     "spread": "test set (consistent with 0 and the test set explains at least half even at the interval's end), "
-              "models differ (var_model's interval excludes 0), too few seeds (neither), or one seed",
+    "models differ (var_model's interval excludes 0), too few seeds (neither), or one seed",
     "in_plain_words": "the verdict and the spread in words, as in the report",
 }
 
@@ -233,10 +277,11 @@ STEPS_COLUMNS = {
 def steps_csv(summary: Summary) -> pd.DataFrame:
     """steps_summary.csv: exactly the STEPS_COLUMNS, list columns as text."""
     steps = summary.steps
-    return steps.assign(claimed_log=[json.dumps([float(x) for x in listed(log)]) for log in steps["claimed_log"]],
-                        assumptions=[_join(a) for a in steps["assumptions"]],
-                        in_plain_words=[in_plain_words(s, summary.options) for s in steps.itertuples()],
-                        ).reindex(columns=list(STEPS_COLUMNS))
+    return steps.assign(
+        claimed_log=[json.dumps([float(x) for x in listed(log)]) for log in steps["claimed_log"]],
+        assumptions=[_join(a) for a in steps["assumptions"]],
+        in_plain_words=[in_plain_words(s, summary.options) for s in steps.itertuples()],
+    ).reindex(columns=list(STEPS_COLUMNS))
 
 
 # --- HTML -------------------------------------------------------------------------------------------------------
@@ -256,53 +301,79 @@ def render_html(results: Results, summary: Summary, figures: dict[str, tuple[str
         *(f'<p class="banner">{html.escape(b)}</p>' for b in _banners(results, summary)),
         "<h2>Verdicts</h2>",
         _table(table, "verdict-table", html_cols={"verdict", "params", "epochs"}),
-        '<p class="note">' + html.escape(
+        '<p class="note">'
+        + html.escape(
             f"Rates give their {o.confidence:.0%} Clopper-Pearson interval; the consistent rate counts only runs long "
             f"enough to judge. Median final accuracy and luck gap are medians over seeds, in % and percentage points. "
             "Claim: the best accuracy the seed file reported and its percentile among our seeds' best epochs (>max: "
             "above all of them). P(decided): for an UNDECIDED step, the probability that "
-            + ", ".join(map(str, MORE_SEEDS)) + " more seeds decide it. Spread: how much of the seed-to-seed "
+            + ", ".join(map(str, MORE_SEEDS))
+            + " more seeds decide it. Spread: how much of the seed-to-seed "
             f"spread of final accuracy the test set alone explains. ✓/✗: parameter budget (< {o.max_params:,}) and "
-            f"epoch budget (≤ {o.max_epochs}).") + "</p>",
+            f"epoch budget (≤ {o.max_epochs})."
+        )
+        + "</p>",
         "<h2>What it says, per submission</h2>",
         *(_submission_html(sub, steps, summary.progression, o) for sub in steps["submission"].unique()),
         "<h2>Figures</h2>",
-        *(f'<figure id="fig-{name}"><img src="data:image/png;base64,{png}" alt="{html.escape(name)}">'
-          f"<figcaption>{html.escape(caption)}</figcaption></figure>" for name, (png, caption) in figures.items()),
+        *(
+            f'<figure id="fig-{name}"><img src="data:image/png;base64,{png}" alt="{html.escape(name)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            for name, (png, caption) in figures.items()
+        ),
         "<h2>How much of the spread is the test set</h2>",
         _table(_spread_table(steps), "spread-table"),
         *(_sources_html(summary.sources) if len(summary.sources) else []),
         "<h2>Progression within each submission</h2>",
-        _table(_progression_table(summary.progression), "progression-table") if len(summary.progression)
+        _table(_progression_table(summary.progression), "progression-table")
+        if len(summary.progression)
         else "<p>No submission has two steps with rows here yet.</p>",
         "<h2>Claims and assumptions</h2>",
         _table(_claims_table(steps), "claims-table"),
         "<h2>Definitions and options</h2>",
-        "<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in definitions(o).items())
+        "<dl>"
+        + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in definitions(o).items())
         + "</dl>",
-        _table(pd.DataFrame({"option": list(o.as_dict()),
-                             "value": ["each step's recipe epochs" if v is None else v for v in o.as_dict().values()]}),
-               "options-table"),
+        _table(
+            pd.DataFrame(
+                {
+                    "option": list(o.as_dict()),
+                    "value": ["each step's recipe epochs" if v is None else v for v in o.as_dict().values()],
+                }
+            ),
+            "options-table",
+        ),
         "<h2>Columns of steps_summary.csv</h2>",
-        _table(pd.DataFrame({"column": list(STEPS_COLUMNS), "meaning": list(STEPS_COLUMNS.values())}),
-               "columns-table"),
+        _table(pd.DataFrame({"column": list(STEPS_COLUMNS), "meaning": list(STEPS_COLUMNS.values())}), "columns-table"),
     ]
     return PAGE.format(title="Sweep report", style=STYLE, body="\n".join(body), script=SCRIPT)
 
 
 def _sources_html(table: pd.DataFrame) -> list[str]:
     """Which source of randomness drives each step's spread (sweep run --vary): words per step, then the table."""
-    shown = pd.DataFrame({
-        "step": table["step"], "vary": table["vary"], "base seed": table["base_seed"], "seeds": table["n"],
-        "SD (pp)": table["final_sd"].map(num), "IQR (pp)": table["final_iqr"].map(num),
-        "consistent": [f"{num(r)} ({num(lo)}–{num(hi)})" for r, lo, hi in
-                       zip(table["consistent_rate"], table["consistent_lo"], table["consistent_hi"])],
-        "test-set floor (pp²)": table["var_test"].map(lambda v: num(v, ".4f")),
-        "genuine (pp²)": [f"{num(v, '.4f')} ({num(lo, '.4f')}–{num(hi, '.4f')})" for v, lo, hi in
-                          zip(table["var_model"], table["var_model_lo"], table["var_model_hi"])],
-    })
-    words = [f"<p><b>{html.escape(step)}</b>: {html.escape(source_words(rows))}</p>"
-             for step, rows in table.groupby("step", sort=False)]
+    shown = pd.DataFrame(
+        {
+            "step": table["step"],
+            "vary": table["vary"],
+            "base seed": table["base_seed"],
+            "seeds": table["n"],
+            "SD (pp)": table["final_sd"].map(num),
+            "IQR (pp)": table["final_iqr"].map(num),
+            "consistent": [
+                f"{num(r)} ({num(lo)}–{num(hi)})"
+                for r, lo, hi in zip(table["consistent_rate"], table["consistent_lo"], table["consistent_hi"])
+            ],
+            "test-set floor (pp²)": table["var_test"].map(lambda v: num(v, ".4f")),
+            "genuine (pp²)": [
+                f"{num(v, '.4f')} ({num(lo, '.4f')}–{num(hi, '.4f')})"
+                for v, lo, hi in zip(table["var_model"], table["var_model_lo"], table["var_model_hi"])
+            ],
+        }
+    )
+    words = [
+        f"<p><b>{html.escape(step)}</b>: {html.escape(source_words(rows))}</p>"
+        for step, rows in table.groupby("step", sort=False)
+    ]
     return ["<h2>Which source of randomness makes a step lucky</h2>", *words, _table(shown, "sources-table")]
 
 
@@ -316,43 +387,61 @@ def _meta(results: Results, summary: Summary) -> str:
     seed_range = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
     latest = pd.to_datetime(results.epochs.get("wall_time", pd.Series(dtype="datetime64[us, UTC]"))).max()
     newest = f" · newest row {latest:%Y-%m-%d %H:%M} UTC" if pd.notna(latest) else ""
-    return (f"Results folder {results.out} · {len(runs)} finished runs · {len(steps)} steps · "
-            f"{seed_range} seeds per step{newest}")
+    return (
+        f"Results folder {results.out} · {len(runs)} finished runs · {len(steps)} steps · "
+        f"{seed_range} seeds per step{newest}"
+    )
 
 
 def _banners(results: Results, summary: Summary) -> list[str]:
     steps, o, banners = summary.steps, summary.options, []
     quick = steps["quick"].astype(bool)
     if quick.all():
-        banners.append("All runs here are --quick runs (a tenth of the training images, a short run). They show that "
-                       "the pipeline works, not what the recipes reach; claims are not compared with them.")
+        banners.append(
+            "All runs here are --quick runs (a tenth of the training images, a short run). They show that "
+            "the pipeline works, not what the recipes reach; claims are not compared with them."
+        )
     elif quick.any():
-        banners.append("This folder holds both --quick and full runs. They are never pooled: quick rows appear as "
-                       "separate steps marked [quick], and progressions compare quick with quick, full with full.")
+        banners.append(
+            "This folder holds both --quick and full runs. They are never pooled: quick rows appear as "
+            "separate steps marked [quick], and progressions compare quick with quick, full with full."
+        )
     if steps["n_too_short"].any():
-        banners.append(f"Some runs count fewer epochs than the last-K window of {o.last_k}: they are too short to "
-                       "be judged consistent or lucky, and the consistent rates leave them out (verdict TOO SHORT "
-                       "where no run is long enough).")
+        banners.append(
+            f"Some runs count fewer epochs than the last-K window of {o.last_k}: they are too short to "
+            "be judged consistent or lucky, and the consistent rates leave them out (verdict TOO SHORT "
+            "where no run is long enough)."
+        )
     cut = steps["faithful"] & (steps["budget"] < steps["recipe_epochs"])
     if cut.any():
-        banners.append(f"The epoch budget ({o.epoch_budget}) cuts {cut.sum()} step(s) short of their recipe: their "
-                       "claims are compared with the seed file's own log at that epoch where it has one, and left "
-                       "out where not (claims table, column 'compared with').")
+        banners.append(
+            f"The epoch budget ({o.epoch_budget}) cuts {cut.sum()} step(s) short of their recipe: their "
+            "claims are compared with the seed file's own log at that epoch where it has one, and left "
+            "out where not (claims table, column 'compared with')."
+        )
     if steps["group"].str.contains(" @").any():
-        banners.append("Some steps have rows under more than one recipe hash (e.g. recipe overrides); each hash is "
-                       "reported as its own row, marked @<hash>.")
+        banners.append(
+            "Some steps have rows under more than one recipe hash (e.g. recipe overrides); each hash is "
+            "reported as its own row, marked @<hash>."
+        )
     if steps["n_seeds"].nunique() > 1:
-        banners.append("Steps have different numbers of seeds (a sweep still running reports the seeds finished so "
-                       "far); the seeds column says how many each verdict rests on.")
+        banners.append(
+            "Steps have different numbers of seeds (a sweep still running reports the seeds finished so "
+            "far); the seeds column says how many each verdict rests on."
+        )
     if results.unfinished:
         counts = ", ".join(f"{step} {n}" for step, n in sorted(results.unfinished.items()))
-        banners.append(f"Not in these numbers yet: {sum(results.unfinished.values())} unfinished run(s) ({counts}): "
-                       "running, interrupted or failed; `sweep status` tells which.")
+        banners.append(
+            f"Not in these numbers yet: {sum(results.unfinished.values())} unfinished run(s) ({counts}): "
+            "running, interrupted or failed; `sweep status` tells which."
+        )
     predicted = set(zip(results.predictions["group"], results.predictions["seed"]))
     missing = sum(run not in predicted for run in zip(summary.runs["group"], summary.runs["seed"]))
     if missing:
-        banners.append(f"{missing} finished run(s) have no predictions file yet; the image test and the per-image "
-                       "variance split use the seeds that have one.")
+        banners.append(
+            f"{missing} finished run(s) have no predictions file yet; the image test and the per-image "
+            "variance split use the seeds that have one."
+        )
     return banners
 
 
@@ -361,25 +450,37 @@ def _submission_html(sub: str, steps: pd.DataFrame, progression: pd.DataFrame, o
     items = []
     for s in steps[steps["submission"] == sub].itertuples():
         title = f" ({s.title})" if isinstance(s.title, str) and s.title else ""
-        text = (f"{s.group}{title}: {in_plain_words(s, o)} Median final accuracy {num(s.final_median)} % "
-                f"({_median(s, o)}).")
+        text = (
+            f"{s.group}{title}: {in_plain_words(s, o)} Median final accuracy {num(s.final_median)} % ({_median(s, o)})."
+        )
         for p in progression[progression["after"] == s.group].itertuples():
-            text += (f" Against {p.before}: P(better) = {num(p.p_improve)} ({_interval(p, o)}), Mann-Whitney "
-                     f"p {_p(p.mann_whitney_p, '= ')}: {p.change}; median change {num(p.median_diff, '+.2f')} pp.")
+            text += (
+                f" Against {p.before}: P(better) = {num(p.p_improve)} ({_interval(p, o)}), Mann-Whitney "
+                f"p {_p(p.mann_whitney_p, '= ')}: {p.change}; median change {num(p.median_diff, '+.2f')} pp."
+            )
             if p.images_before:
-                text += (f" Per image, a seed of it fixes {num(p.fixed, '.1f')} test images that a seed of "
-                         f"{p.before} gets wrong and breaks {num(p.broken, '.1f')} (image test p "
-                         f"{_p(p.image_p, '= ')}).")
+                text += (
+                    f" Per image, a seed of it fixes {num(p.fixed, '.1f')} test images that a seed of "
+                    f"{p.before} gets wrong and breaks {num(p.broken, '.1f')} (image test p "
+                    f"{_p(p.image_p, '= ')})."
+                )
         if pd.notna(s.claim_best_pct):
-            text += (f" The seed file's {_claim_name(s)} of {s.claim_best:.2f} % sits at percentile "
-                     f"{s.claim_best_pct:.0f} of our seeds' best epochs"
-                     + (", above all of them" if s.claim_best_above_max else "") + ".")
+            text += (
+                f" The seed file's {_claim_name(s)} of {s.claim_best:.2f} % sits at percentile "
+                f"{s.claim_best_pct:.0f} of our seeds' best epochs"
+                + (", above all of them" if s.claim_best_above_max else "")
+                + "."
+            )
         if s.claim_final_above_max:
-            text += (f" The seed file's logged run, at {s.claim_final:.2f} % in its last epoch counted, is above all "
-                     "our final epochs.")
+            text += (
+                f" The seed file's logged run, at {s.claim_final:.2f} % in its last epoch counted, is above all "
+                "our final epochs."
+            )
         if s.claim_best_above_max or s.claim_final_above_max:
-            text += (" Either the student's run was very lucky or our reconstruction of the recipe differs; this "
-                     f"step assumes {_join(s.assumptions) or 'nothing the seed does not state'}.")
+            text += (
+                " Either the student's run was very lucky or our reconstruction of the recipe differs; this "
+                f"step assumes {_join(s.assumptions) or 'nothing the seed does not state'}."
+            )
         items.append(f"<li>{html.escape(text)}</li>")
     return f"<h3>Submission {html.escape(str(sub))}</h3><ul>{''.join(items)}</ul>"
 
@@ -410,58 +511,79 @@ def _p(p, equals: str = "") -> str:
 
 def _progression_table(progression: pd.DataFrame) -> pd.DataFrame:
     p = progression
-    return pd.DataFrame({
-        "submission": p["submission"], "before → after": p["before"] + " → " + p["after"],
-        "seeds": p["n_before"].astype(str) + " → " + p["n_after"].astype(str),
-        "P(after > before), CI": [f"{num(v)} ({num(lo)}, {num(hi)})" if pd.notna(lo) else f"{num(v)} (no CI)"
-                                  for v, lo, hi in zip(p["p_improve"], p["p_improve_lo"], p["p_improve_hi"])],
-        "Mann-Whitney p": p["mann_whitney_p"].map(_p),
-        "change": p["change"],
-        "median change (pp)": p["median_diff"].map(lambda d: num(d, "+.3f")),
-        "seeds with predictions": [f"{b} → {a}" if b else DASH
-                                   for b, a in zip(p["images_before"], p["images_after"])],
-        "images fixed / broken": [f"{num(f, '.1f')} / {num(b, '.1f')}" if n else DASH
-                                  for f, b, n in zip(p["fixed"], p["broken"], p["images_before"])],
-        "image test p": [_p(q) if n else DASH for q, n in zip(p["image_p"], p["images_before"])],
-    })
+    return pd.DataFrame(
+        {
+            "submission": p["submission"],
+            "before → after": p["before"] + " → " + p["after"],
+            "seeds": p["n_before"].astype(str) + " → " + p["n_after"].astype(str),
+            "P(after > before), CI": [
+                f"{num(v)} ({num(lo)}, {num(hi)})" if pd.notna(lo) else f"{num(v)} (no CI)"
+                for v, lo, hi in zip(p["p_improve"], p["p_improve_lo"], p["p_improve_hi"])
+            ],
+            "Mann-Whitney p": p["mann_whitney_p"].map(_p),
+            "change": p["change"],
+            "median change (pp)": p["median_diff"].map(lambda d: num(d, "+.3f")),
+            "seeds with predictions": [
+                f"{b} → {a}" if b else DASH for b, a in zip(p["images_before"], p["images_after"])
+            ],
+            "images fixed / broken": [
+                f"{num(f, '.1f')} / {num(b, '.1f')}" if n else DASH
+                for f, b, n in zip(p["fixed"], p["broken"], p["images_before"])
+            ],
+            "image test p": [_p(q) if n else DASH for q, n in zip(p["image_p"], p["images_before"])],
+        }
+    )
 
 
 def _spread_table(steps: pd.DataFrame) -> pd.DataFrame:
     def sd(v):
         return num(np.sqrt(v), ".3f")
 
-    return pd.DataFrame({
-        "step": steps["group"], "seeds": steps["n_seeds"],
-        "observed SD (pp)": steps["var_observed"].map(sd),
-        "test set alone (pp)": [f"{sd(v)} ({src})" if src else DASH
-                                for v, src in zip(steps["var_test"], steps["var_test_source"])],
-        "genuine between models (pp), CI": [f"{sd(v)} ({sd(lo)} to {sd(hi)})" + (", consistent with 0" if z else "")
-                                            if pd.notna(v) else DASH for v, lo, hi, z in
-                                            zip(steps["var_model"], steps["var_model_lo"], steps["var_model_hi"],
-                                                steps["var_model_zero"])],
-        "test-set share, CI": [f"{num(v, '.0%')} ({num(lo, '.0%')} to {num(hi, '.0%')})" if pd.notna(v) else DASH
-                               for v, lo, hi in zip(steps["test_share"], steps["test_share_lo"],
-                                                    steps["test_share_hi"])],
-        "spread": steps["spread"],
-    })
+    return pd.DataFrame(
+        {
+            "step": steps["group"],
+            "seeds": steps["n_seeds"],
+            "observed SD (pp)": steps["var_observed"].map(sd),
+            "test set alone (pp)": [
+                f"{sd(v)} ({src})" if src else DASH for v, src in zip(steps["var_test"], steps["var_test_source"])
+            ],
+            "genuine between models (pp), CI": [
+                f"{sd(v)} ({sd(lo)} to {sd(hi)})" + (", consistent with 0" if z else "") if pd.notna(v) else DASH
+                for v, lo, hi, z in zip(
+                    steps["var_model"], steps["var_model_lo"], steps["var_model_hi"], steps["var_model_zero"]
+                )
+            ],
+            "test-set share, CI": [
+                f"{num(v, '.0%')} ({num(lo, '.0%')} to {num(hi, '.0%')})" if pd.notna(v) else DASH
+                for v, lo, hi in zip(steps["test_share"], steps["test_share_lo"], steps["test_share_hi"])
+            ],
+            "spread": steps["spread"],
+        }
+    )
 
 
 def _claims_table(steps: pd.DataFrame) -> pd.DataFrame:
     def pct(value, p):
         return f"{value:.2f} % (p{p:.0f})" if pd.notna(p) else DASH
 
-    table = pd.DataFrame({
-        "step": steps["group"],
-        "compared with": steps["claim_basis"],
-        "claimed best → percentile of our best epochs": [pct(v, p) for v, p in zip(steps["claim_best"],
-                                                                                   steps["claim_best_pct"])],
-        "seed file's logged final → percentile of our finals": [pct(v, p) for v, p in zip(steps["claim_final"],
-                                                                                     steps["claim_final_pct"])],
-        "above our max": [", ".join(name for name, above in (("best", b), ("final", f)) if above)
-                          for b, f in zip(steps["claim_best_above_max"], steps["claim_final_above_max"])],
-        "note": steps["claim_note"].fillna(""),
-        "assumptions": [_join(a) for a in steps["assumptions"]],
-    })
+    table = pd.DataFrame(
+        {
+            "step": steps["group"],
+            "compared with": steps["claim_basis"],
+            "claimed best → percentile of our best epochs": [
+                pct(v, p) for v, p in zip(steps["claim_best"], steps["claim_best_pct"])
+            ],
+            "seed file's logged final → percentile of our finals": [
+                pct(v, p) for v, p in zip(steps["claim_final"], steps["claim_final_pct"])
+            ],
+            "above our max": [
+                ", ".join(name for name, above in (("best", b), ("final", f)) if above)
+                for b, f in zip(steps["claim_best_above_max"], steps["claim_final_above_max"])
+            ],
+            "note": steps["claim_note"].fillna(""),
+            "assumptions": [_join(a) for a in steps["assumptions"]],
+        }
+    )
     return table.loc[:, (table != "").any()]  # no empty columns
 
 
@@ -472,93 +594,105 @@ def definitions(o: Options = Options()) -> dict[str, str]:
     level, k = f"{o.confidence:.0%}", o.last_k
     return {
         "target": f"{o.target:.2f} % test accuracy.",
-        "epoch budget": "the step's recipe epochs" + (f", here set to {o.epoch_budget}" if o.epoch_budget else "")
-                        + ". Statistics count epochs 1 … budget, or fewer where the runs trained fewer (--quick, "
-                          "--epochs); the epochs column then reads 'counted of budget'.",
+        "epoch budget": "the step's recipe epochs"
+        + (f", here set to {o.epoch_budget}" if o.epoch_budget else "")
+        + ". Statistics count epochs 1 … budget, or fewer where the runs trained fewer (--quick, "
+        "--epochs); the epochs column then reads 'counted of budget'.",
         "hit run": "test accuracy at or above the target at some epoch within the budget.",
         "consistent run": f"test accuracy at or above the target in each of the last {k} epochs.",
         "too short": f"a run that counts fewer than {k} epochs: it can be judged neither consistent nor lucky, and "
-                     f"the consistent rate leaves it out. A last-K window longer than every run is refused.",
+        f"the consistent rate leaves it out. A last-K window longer than every run is refused.",
         "lucky run": "a hit run that is long enough to judge and not consistent.",
         "luck gap": f"the best epoch's accuracy minus the mean of the last {k} epochs (runs long enough to judge).",
         "rates": f"hit rate: hit runs / seeds; consistent rate: consistent runs / runs long enough to judge; each with "
-                 f"its {level} Clopper-Pearson interval, which covers the true rate at least {level} of the time for "
-                 "every rate and every number of seeds.",
+        f"its {level} Clopper-Pearson interval, which covers the true rate at least {level} of the time for "
+        "every rate and every number of seeds.",
         "CONSISTENT": "the consistent rate's interval lies at or above 0.5.",
         "LUCKY": "some seed hits, and the consistent rate's interval lies below 0.5.",
         "NEVER": "no seed hits.",
         "TOO SHORT": "no run is long enough to judge.",
-        "UNDECIDED": "otherwise. The report gives the probability that " + ", ".join(map(str, MORE_SEEDS))
-                     + " more seeds decide it: the extra consistent runs are Beta-binomial, from the posterior of the "
-                       "consistent rate (uniform prior, updated with the runs judged), and an outcome decides when "
-                       "the interval over all runs leaves 0.5.",
+        "UNDECIDED": "otherwise. The report gives the probability that "
+        + ", ".join(map(str, MORE_SEEDS))
+        + " more seeds decide it: the extra consistent runs are Beta-binomial, from the posterior of the "
+        "consistent rate (uniform prior, updated with the runs judged), and an outcome decides when "
+        "the interval over all runs leaves 0.5.",
         "median and interval": f"median over seeds, with the exact distribution-free {level} interval from order "
-                               "statistics: [x(l), x(n+1-l)], l the "
-                               f"{(1 - o.confidence) / 2:.3g} quantile of Binomial(n, 1/2); none with fewer than "
-                               f"{median_ci_min_n(o.confidence)} seeds, where even [min, max] covers less than "
-                               f"{level}.",
+        "statistics: [x(l), x(n+1-l)], l the "
+        f"{(1 - o.confidence) / 2:.3g} quantile of Binomial(n, 1/2); none with fewer than "
+        f"{median_ci_min_n(o.confidence)} seeds, where even [min, max] covers less than "
+        f"{level}.",
         "budgets": f"parameters < {o.max_params:,}; the step's epoch budget ≤ {o.max_epochs}.",
         "own target": "what the seed file itself set out to reach with the step (steps.parquet's target_* columns, "
-                      "with the seed's line in target_source): the accuracy passes when half or more of the seeds "
-                      "reach it at some epoch within the budget, parameters when below it, epochs when the budget "
-                      "is at most it; blank where the seed sets no number.",
+        "with the seed's line in target_source): the accuracy passes when half or more of the seeds "
+        "reach it at some epoch within the budget, parameters when below it, epochs when the budget "
+        "is at most it; blank where the seed sets no number.",
         "test-set noise": f"one test of a fixed model on {o.n_test:,} images has a binomial standard error of "
-                          f"{se:.3f} percentage points at {o.target:.2f} %: a model truly at {o.target - 0.05:.2f} % "
-                          f"still scores ≥ {o.target:.2f} % with probability {p:.2f}.",
+        f"{se:.3f} percentage points at {o.target:.2f} %: a model truly at {o.target - 0.05:.2f} % "
+        f"still scores ≥ {o.target:.2f} % with probability {p:.2f}.",
         "spread": "the sample variance of final accuracy across seeds, split into what the test set alone explains "
-                  "and genuine variance between the seeds' models (after Jordan 2024). Test set alone: with per-image "
-                  "predictions of two or more seeds, the sum over images of each image's variance of correctness "
-                  "across seeds, over the number of images squared: what the seeds would scatter if each image "
-                  "flipped independently; an image every seed gets right, or wrong, adds nothing. Without them, the "
-                  "binomial a(100 - a)/(n - 1) averaged over seeds, which treats every image as equally hard and so "
-                  "overstates the test set's part. Genuine: the difference, floored at 0, with the chi-square "
-                  f"{level} interval of the variance (final accuracies taken as normal) minus the test set's part; "
-                  "'consistent with 0' when that interval reaches 0. Share: test set / (test set + genuine). "
-                  "Spread 'test set' when genuine is consistent with 0 and the test set explains at least half even "
-                  "at the interval's end; 'models differ' when the interval excludes 0; 'too few seeds' otherwise. "
-                  "A step whose spread is test-set noise has no lucky seeds: one true accuracy, read with a noisy "
-                  "ruler.",
+        "and genuine variance between the seeds' models (after Jordan 2024). Test set alone: with per-image "
+        "predictions of two or more seeds, the sum over images of each image's variance of correctness "
+        "across seeds, over the number of images squared: what the seeds would scatter if each image "
+        "flipped independently; an image every seed gets right, or wrong, adds nothing. Without them, the "
+        "binomial a(100 - a)/(n - 1) averaged over seeds, which treats every image as equally hard and so "
+        "overstates the test set's part. Genuine: the difference, floored at 0, with the chi-square "
+        f"{level} interval of the variance (final accuracies taken as normal) minus the test set's part; "
+        "'consistent with 0' when that interval reaches 0. Share: test set / (test set + genuine). "
+        "Spread 'test set' when genuine is consistent with 0 and the test set explains at least half even "
+        "at the interval's end; 'models differ' when the interval excludes 0; 'too few seeds' otherwise. "
+        "A step whose spread is test-set noise has no lucky seeds: one true accuracy, read with a noisy "
+        "ruler.",
         "claims": "percentile of the seed file's claimed best accuracy among our seeds' best epochs, and of the final "
-                  "epoch of its logged run among our final epochs (ties count one half); only for full runs of the "
-                  "unchanged recipe. With an epoch budget shorter than the recipe, both come from the seed file's "
-                  "own log cut at the budget (best within it, and its value at the budget), and are left out "
-                  "without a log that long.",
+        "epoch of its logged run among our final epochs (ties count one half); only for full runs of the "
+        "unchanged recipe. With an epoch budget shorter than the recipe, both come from the seed file's "
+        "own log cut at the budget (best within it, and its value at the budget), and are left out "
+        "without a log that long.",
         "progression": f"each step against the one before it in its submission, on final accuracy: P(after > before) "
-                       f"over all pairs of seeds (ties one half, as in rliable) with its {level} BCa bootstrap "
-                       f"interval ({o.n_bootstrap:,} resamples of each step's seeds, seed {o.random_state}; none "
-                       "with one seed, or where resampling cannot move it, as when one step's seeds all beat the "
-                       "other's); the two-sided Mann-Whitney p "
-                       f"from the permutation distribution (exact up to {o.n_bootstrap:,} arrangements); change: "
-                       f"improved or got worse when p < {1 - o.confidence:.2f}, too few seeds to tell when even "
-                       "complete separation could not get there, no clear change otherwise.",
+        f"over all pairs of seeds (ties one half, as in rliable) with its {level} BCa bootstrap "
+        f"interval ({o.n_bootstrap:,} resamples of each step's seeds, seed {o.random_state}; none "
+        "with one seed, or where resampling cannot move it, as when one step's seeds all beat the "
+        "other's); the two-sided Mann-Whitney p "
+        f"from the permutation distribution (exact up to {o.n_bootstrap:,} arrangements); change: "
+        f"improved or got worse when p < {1 - o.confidence:.2f}, too few seeds to tell when even "
+        "complete separation could not get there, no clear change otherwise.",
         "image test": "over the seeds of both steps with per-image predictions: per image, d = share of the later "
-                      "step's seeds right - share of the earlier step's seeds right. Images fixed / broken: right "
-                      "for a random seed of the later step and wrong for one of the earlier, and the reverse. p: "
-                      "clustered McNemar test (Durkalski et al. 2003), chi-square(1) of (sum d)² / sum d², with "
-                      "images as clusters, so that an image counts once however many seeds see it and seeds need no "
-                      "pairing; with one seed a step it is McNemar's test. It treats the trained models as given "
-                      "and the test images as the sample; Mann-Whitney treats the seeds as the sample.",
+        "step's seeds right - share of the earlier step's seeds right. Images fixed / broken: right "
+        "for a random seed of the later step and wrong for one of the earlier, and the reverse. p: "
+        "clustered McNemar test (Durkalski et al. 2003), chi-square(1) of (sum d)² / sum d², with "
+        "images as clusters, so that an image counts once however many seeds see it and seeds need no "
+        "pairing; with one seed a step it is McNemar's test. It treats the trained models as given "
+        "and the test images as the sample; Mann-Whitney treats the seeds as the sample.",
         "comparable group": "rows of one step with one recipe hash and one --quick flag; never pooled with others.",
     }
 
 
 def definitions_markdown(o: Options = Options()) -> str:
     """The README's definitions table."""
-    return "\n".join(["| term | meaning |", "| --- | --- |",
-                      *(f"| {term} | {meaning} |" for term, meaning in definitions(o).items())])
+    return "\n".join(
+        [
+            "| term | meaning |",
+            "| --- | --- |",
+            *(f"| {term} | {meaning} |" for term, meaning in definitions(o).items()),
+        ]
+    )
 
 
 def steps_columns_markdown() -> str:
     """The README's table of the columns of steps_summary.csv."""
-    return "\n".join(["| column | meaning |", "| --- | --- |",
-                      *(f"| `{c}` | {meaning} |" for c, meaning in STEPS_COLUMNS.items())])
+    return "\n".join(
+        ["| column | meaning |", "| --- | --- |", *(f"| `{c}` | {meaning} |" for c, meaning in STEPS_COLUMNS.items())]
+    )
 
 
 def _table(frame: pd.DataFrame, table_id: str, html_cols: set[str] = frozenset()) -> str:
     """An HTML table; cells are escaped except in `html_cols`, which already hold HTML."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{v if c in html_cols else html.escape(str(v))}</td>"
-                                    for c, v in zip(frame.columns, row)) + "</tr>" for row in frame.itertuples(False))
+    rows = "".join(
+        "<tr>"
+        + "".join(f"<td>{v if c in html_cols else html.escape(str(v))}</td>" for c, v in zip(frame.columns, row))
+        + "</tr>"
+        for row in frame.itertuples(False)
+    )
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 

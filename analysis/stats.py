@@ -56,8 +56,10 @@ class Options:
         checks = [
             (0 < self.target <= 100, f"--target must be above 0 and at most 100 (percent), not {self.target:g}"),
             (self.last_k >= 1, f"--last-k must be at least 1, not {self.last_k}"),
-            (self.epoch_budget is None or self.epoch_budget >= 1,
-             f"--epoch-budget must be at least 1, not {self.epoch_budget}"),
+            (
+                self.epoch_budget is None or self.epoch_budget >= 1,
+                f"--epoch-budget must be at least 1, not {self.epoch_budget}",
+            ),
             (self.max_params >= 1, f"--max-params must be at least 1, not {self.max_params}"),
             (self.max_epochs >= 1, f"--max-epochs must be at least 1, not {self.max_epochs}"),
             (0.5 <= self.confidence < 1, f"--confidence must be at least 0.5 and below 1, not {self.confidence:g}"),
@@ -113,9 +115,19 @@ def variance_split(final_acc, n_test, correct=None, confidence: float = 0.95) ->
     """
     a = np.asarray(final_acc, dtype=float)
     n = len(a)
-    out = dict.fromkeys(["var_observed", "var_test", "var_model", "var_model_lo", "var_model_hi", "test_share",
-                         "test_share_lo", "test_share_hi"], np.nan) | {"var_test_source": "", "var_model_zero": False,
-                                                                      "spread": "one seed"}
+    out = dict.fromkeys(
+        [
+            "var_observed",
+            "var_test",
+            "var_model",
+            "var_model_lo",
+            "var_model_hi",
+            "test_share",
+            "test_share_lo",
+            "test_share_hi",
+        ],
+        np.nan,
+    ) | {"var_test_source": "", "var_model_zero": False, "spread": "one seed"}
     if n < 2:
         return out
     c = None if correct is None else np.asarray(correct, dtype=float)
@@ -128,14 +140,22 @@ def variance_split(final_acc, n_test, correct=None, confidence: float = 0.95) ->
     total_lo, total_hi = (n - 1) * var / scipy.stats.chi2.ppf([1 - alpha / 2, alpha / 2], n - 1)
     model_lo, model_hi = max(0.0, total_lo - var_test), max(0.0, total_hi - var_test)
     zero = model_lo == 0
-    out |= {"var_observed": var, "var_test": var_test, "var_test_source": source,
-            "var_model": max(0.0, var - var_test), "var_model_lo": model_lo, "var_model_hi": model_hi,
-            "var_model_zero": zero, "spread": ("models differ" if not zero else
-                                               "test set" if model_hi <= var_test else "too few seeds")}
+    out |= {
+        "var_observed": var,
+        "var_test": var_test,
+        "var_test_source": source,
+        "var_model": max(0.0, var - var_test),
+        "var_model_lo": model_lo,
+        "var_model_hi": model_hi,
+        "var_model_zero": zero,
+        "spread": ("models differ" if not zero else "test set" if model_hi <= var_test else "too few seeds"),
+    }
     if var_test > 0:  # share = var_test / (var_test + var_model), from the same interval of the total
-        out |= {"test_share": min(1.0, var_test / var) if var > 0 else 1.0,
-                "test_share_lo": var_test / total_hi if total_hi > 0 else 1.0,
-                "test_share_hi": 1.0 if total_lo <= var_test else var_test / total_lo}
+        out |= {
+            "test_share": min(1.0, var_test / var) if var > 0 else 1.0,
+            "test_share_lo": var_test / total_hi if total_hi > 0 else 1.0,
+            "test_share_hi": 1.0 if total_lo <= var_test else var_test / total_lo,
+        }
     return out
 
 
@@ -214,8 +234,9 @@ def probability_of_improvement(x, y, axis: int = -1):
     return ((np.sign(x[..., :, None] - y[..., None, :]) + 1) / 2).mean(axis=(-2, -1))
 
 
-def probability_of_improvement_ci(x, y, confidence: float = 0.95, n_resamples: int = 2_000,
-                                  random_state: int = 0) -> tuple[float, float]:
+def probability_of_improvement_ci(
+    x, y, confidence: float = 0.95, n_resamples: int = 2_000, random_state: int = 0
+) -> tuple[float, float]:
     """BCa bootstrap interval of P(X > Y), resampling the seeds of each side apart (rliable's stratified bootstrap).
 
     NaN with fewer than two seeds a side, or when BCa cannot be computed: the seeds of one side all beat the other's,
@@ -227,9 +248,15 @@ def probability_of_improvement_ci(x, y, confidence: float = 0.95, n_resamples: i
         return (np.nan, np.nan)
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore")  # BCa's "degenerate" warning: NaN is the answer, and the report says why
-        ci = scipy.stats.bootstrap((x, y), probability_of_improvement, n_resamples=n_resamples, vectorized=True,
-                                   confidence_level=confidence, method="BCa",
-                                   rng=np.random.default_rng(random_state)).confidence_interval
+        ci = scipy.stats.bootstrap(
+            (x, y),
+            probability_of_improvement,
+            n_resamples=n_resamples,
+            vectorized=True,
+            confidence_level=confidence,
+            method="BCa",
+            rng=np.random.default_rng(random_state),
+        ).confidence_interval
     return (float(ci.low), float(ci.high))
 
 
@@ -269,8 +296,11 @@ def final_predictions(predictions: pd.DataFrame, runs: pd.DataFrame) -> dict[str
         return {}
     p = predictions.merge(runs[["group", "seed", "final_epoch", "n_test"]], on=["group", "seed"])
     p = p[(p["epoch"] == p["final_epoch"]) & (p["n"] == p["n_test"])]
-    return {g: np.stack([correctness(c, n) for c, n in zip(rows["correct"], rows["n"])])
-            for g, rows in p.groupby("group") if rows["n"].nunique() == 1}
+    return {
+        g: np.stack([correctness(c, n) for c, n in zip(rows["correct"], rows["n"])])
+        for g, rows in p.groupby("group")
+        if rows["n"].nunique() == 1
+    }
 
 
 def image_test(before, after) -> dict:
@@ -286,8 +316,11 @@ def image_test(before, after) -> dict:
     b, a = np.asarray(before, dtype=float).mean(axis=0), np.asarray(after, dtype=float).mean(axis=0)
     d = a - b
     ss = float(np.sum(d * d))
-    return {"fixed": float(np.sum(a * (1 - b))), "broken": float(np.sum(b * (1 - a))),
-            "image_p": float(scipy.stats.chi2.sf(np.sum(d) ** 2 / ss, 1)) if ss > 0 else 1.0}
+    return {
+        "fixed": float(np.sum(a * (1 - b))),
+        "broken": float(np.sum(b * (1 - a))),
+        "image_p": float(scipy.stats.chi2.sf(np.sum(d) ** 2 / ss, 1)) if ss > 0 else 1.0,
+    }
 
 
 # --- tables ----------------------------------------------------------------------------------------------------
@@ -308,20 +341,22 @@ def run_summary(epochs: pd.DataFrame, budget: pd.Series, target: float = 99.40, 
     runs = e.groupby(key)
     window = e[runs.cumcount(ascending=False) < last_k].groupby(key)["test_acc"]
     at_target = e[e["test_acc"] >= target - EPS].groupby(key)["epoch"].min()
-    out = pd.DataFrame({
-        "step": runs["step"].first(),
-        "recipe_hash": runs["recipe_hash"].first(),
-        "quick": runs["quick"].first(),
-        "budget": runs["budget"].first(),
-        "best_acc": runs["test_acc"].max(),
-        "best_epoch": e.loc[runs["test_acc"].idxmax(), key + ["epoch"]].set_index(key)["epoch"],
-        "final_acc": runs["test_acc"].last(),
-        "final_epoch": runs["epoch"].last(),
-        "n_test": runs["test_total"].last(),
-        "lastk_min": window.min(),
-        "lastk_mean": window.mean(),
-        "first_epoch_at_target": at_target.astype(float),
-    })
+    out = pd.DataFrame(
+        {
+            "step": runs["step"].first(),
+            "recipe_hash": runs["recipe_hash"].first(),
+            "quick": runs["quick"].first(),
+            "budget": runs["budget"].first(),
+            "best_acc": runs["test_acc"].max(),
+            "best_epoch": e.loc[runs["test_acc"].idxmax(), key + ["epoch"]].set_index(key)["epoch"],
+            "final_acc": runs["test_acc"].last(),
+            "final_epoch": runs["epoch"].last(),
+            "n_test": runs["test_total"].last(),
+            "lastk_min": window.min(),
+            "lastk_mean": window.mean(),
+            "first_epoch_at_target": at_target.astype(float),
+        }
+    )
     out["too_short"] = out["budget"] < last_k
     out.loc[out["too_short"], ["lastk_min", "lastk_mean"]] = np.nan
     out["hit"] = out["best_acc"] >= target - EPS
@@ -336,13 +371,23 @@ def group_table(results: Results, options: Options = Options()) -> pd.DataFrame:
     """One row per comparable group: its step's metadata, params as run, and epoch budget; in report order."""
     e = results.epochs
     overrides = e["overrides"] if "overrides" in e else pd.Series("{}", index=e.index)
-    groups = e.assign(overridden=~overrides.fillna("{}").isin(["{}", ""])).groupby("group", as_index=False).agg(
-        step=("step", "first"), recipe_hash=("recipe_hash", "first"), quick=("quick", "first"),
-        vary=("vary", "first"), base_seed=("base_seed", "first"),
-        overridden=("overridden", "any"), params=("params", "first"), run_epochs=("epochs", "max"))
+    groups = (
+        e.assign(overridden=~overrides.fillna("{}").isin(["{}", ""]))
+        .groupby("group", as_index=False)
+        .agg(
+            step=("step", "first"),
+            recipe_hash=("recipe_hash", "first"),
+            quick=("quick", "first"),
+            vary=("vary", "first"),
+            base_seed=("base_seed", "first"),
+            overridden=("overridden", "any"),
+            params=("params", "first"),
+            run_epochs=("epochs", "max"),
+        )
+    )
     meta = results.steps.drop(columns=["params", "recipe_hash"]).rename(columns={"epochs": "recipe_epochs"})
     groups = groups.merge(meta, on="step", how="left")
-    groups["epoch_budget"] = (groups["recipe_epochs"] if options.epoch_budget is None else options.epoch_budget)
+    groups["epoch_budget"] = groups["recipe_epochs"] if options.epoch_budget is None else options.epoch_budget
     groups["budget"] = np.minimum(groups["epoch_budget"], groups["run_epochs"]).astype(int)  # epochs counted
     groups["faithful"] = ~groups["quick"].astype(bool) & ~groups["overridden"]  # the seed file's recipe, as claimed
     return groups.sort_values(["submission", "order", "group"], na_position="last").reset_index(drop=True)
@@ -360,17 +405,24 @@ def claims(g) -> dict:
     if not g.faithful:
         return {"claim_best": np.nan, "claim_final": np.nan, "claim_basis": "none: quick or overridden runs"}
     if pd.isna(g.recipe_epochs) or g.budget >= g.recipe_epochs:
-        return {"claim_best": g.claimed_best_test, "claim_final": float(log[-1]) if log else np.nan,
-                "claim_basis": "as claimed"}
+        return {
+            "claim_best": g.claimed_best_test,
+            "claim_final": float(log[-1]) if log else np.nan,
+            "claim_basis": "as claimed",
+        }
     if len(log) >= g.budget:
-        cut = [float(x) for x in log[:g.budget]]
+        cut = [float(x) for x in log[: g.budget]]
         return {"claim_best": max(cut), "claim_final": cut[-1], "claim_basis": f"seed file's log to epoch {g.budget}"}
-    return {"claim_best": np.nan, "claim_final": np.nan,
-            "claim_basis": f"none: budget cut to {g.budget} of {g.recipe_epochs:.0f} epochs and no log that long"}
+    return {
+        "claim_best": np.nan,
+        "claim_final": np.nan,
+        "claim_basis": f"none: budget cut to {g.budget} of {g.recipe_epochs:.0f} epochs and no log that long",
+    }
 
 
-def step_summary(runs: pd.DataFrame, groups: pd.DataFrame, options: Options = Options(),
-                 correct: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+def step_summary(
+    runs: pd.DataFrame, groups: pd.DataFrame, options: Options = Options(), correct: dict[str, np.ndarray] | None = None
+) -> pd.DataFrame:
     """One row per group: seeds, rates with exact intervals, medians with exact intervals, verdict and the chance
     that more seeds decide it, the test-set share of the spread, budgets, claims.
 
@@ -384,24 +436,43 @@ def step_summary(runs: pd.DataFrame, groups: pd.DataFrame, options: Options = Op
         n, hits, cons = len(r), int(r["hit"].sum()), int(judged["consistent"].sum())
         verdict_ = verdict(cons, hits, len(judged), o.confidence)
         claim = claims(g)
-        row = {"n_seeds": n, "n_judged": len(judged), "n_too_short": n - len(judged), "n_hit": hits,
-               "n_consistent": cons, "hit_rate": hits / n, "consistent_rate": cons / len(judged) if len(judged) else
-               np.nan, "luck_gap_median": judged["luck_gap"].median(), "verdict": verdict_}
+        row = {
+            "n_seeds": n,
+            "n_judged": len(judged),
+            "n_too_short": n - len(judged),
+            "n_hit": hits,
+            "n_consistent": cons,
+            "hit_rate": hits / n,
+            "consistent_rate": cons / len(judged) if len(judged) else np.nan,
+            "luck_gap_median": judged["luck_gap"].median(),
+            "verdict": verdict_,
+        }
         for more in MORE_SEEDS:
-            row[f"p_decided_{more}"] = (p_decided(cons, len(judged), more, o.confidence) if verdict_ == "UNDECIDED"
-                                        else np.nan)
-        row |= {"params_ok": g.params < o.max_params, "epochs_ok": g.epoch_budget <= o.max_epochs, **claim,
-                "claim_best_pct": claim_percentile(r["best_acc"], claim["claim_best"]),
-                "claim_final_pct": claim_percentile(r["final_acc"], claim["claim_final"]),
-                "claim_best_above_max": bool(claim["claim_best"] > r["best_acc"].max() + EPS),
-                "claim_final_above_max": bool(claim["claim_final"] > r["final_acc"].max() + EPS)}
+            row[f"p_decided_{more}"] = (
+                p_decided(cons, len(judged), more, o.confidence) if verdict_ == "UNDECIDED" else np.nan
+            )
+        row |= {
+            "params_ok": g.params < o.max_params,
+            "epochs_ok": g.epoch_budget <= o.max_epochs,
+            **claim,
+            "claim_best_pct": claim_percentile(r["best_acc"], claim["claim_best"]),
+            "claim_final_pct": claim_percentile(r["final_acc"], claim["claim_final"]),
+            "claim_best_above_max": bool(claim["claim_best"] > r["best_acc"].max() + EPS),
+            "claim_final_above_max": bool(claim["claim_final"] > r["final_acc"].max() + EPS),
+        }
         for metric in ("final", "best"):
             x = r[f"{metric}_acc"]
-            row |= {f"{metric}_median": x.median(), f"{metric}_q25": x.quantile(0.25),
-                    f"{metric}_q75": x.quantile(0.75)}
+            row |= {
+                f"{metric}_median": x.median(),
+                f"{metric}_q25": x.quantile(0.25),
+                f"{metric}_q75": x.quantile(0.75),
+            }
             row[f"{metric}_median_lo"], row[f"{metric}_median_hi"] = median_ci(x, o.confidence)
-        row |= {"final_mean": r["final_acc"].mean(), "n_predicted": len(correct.get(g.group, ())),
-                **variance_split(r["final_acc"], r["n_test"], correct.get(g.group), o.confidence)}
+        row |= {
+            "final_mean": r["final_acc"].mean(),
+            "n_predicted": len(correct.get(g.group, ())),
+            **variance_split(r["final_acc"], r["n_test"], correct.get(g.group), o.confidence),
+        }
         rows.append(row)
     out = pd.concat([groups.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
     out["hit_lo"], out["hit_hi"] = rate_interval(out["n_hit"], out["n_seeds"], o.confidence)
@@ -420,24 +491,47 @@ def own_target(steps: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
     Each is missing (NA) where the seed sets no such target, or the folder predates the target columns.
     """
+
     def target(column):
         return pd.to_numeric(steps[column], errors="coerce") if column in steps else pd.Series(np.nan, steps.index)
 
     acc, params, epochs = target("target_accuracy"), target("target_params"), target("target_epochs")
     best = runs.groupby("group")["best_acc"].apply(np.asarray)
-    rate = [float(np.mean(best[g] >= a - EPS)) if pd.notna(a) and g in best else np.nan
-            for g, a in zip(steps["group"], acc)]
-    out = pd.DataFrame({"own_params_ok": steps["params"] < params, "own_epochs_ok": steps["epoch_budget"] <= epochs,
-                        "own_acc_rate": rate}, index=steps.index)
+    rate = [
+        float(np.mean(best[g] >= a - EPS)) if pd.notna(a) and g in best else np.nan for g, a in zip(steps["group"], acc)
+    ]
+    out = pd.DataFrame(
+        {
+            "own_params_ok": steps["params"] < params,
+            "own_epochs_ok": steps["epoch_budget"] <= epochs,
+            "own_acc_rate": rate,
+        },
+        index=steps.index,
+    )
     out["own_acc_ok"] = out["own_acc_rate"] >= 0.5
     for flag, known in (("own_params_ok", params), ("own_epochs_ok", epochs), ("own_acc_ok", out["own_acc_rate"])):
         out[flag] = out[flag].astype("boolean").mask(known.isna())
     return out
 
 
-PROGRESSION_COLUMNS = ["submission", "before", "after", "n_before", "n_after", "p_improve", "p_improve_lo",
-                       "p_improve_hi", "mann_whitney_p", "median_diff", "change", "images_before", "images_after",
-                       "fixed", "broken", "image_p"]
+PROGRESSION_COLUMNS = [
+    "submission",
+    "before",
+    "after",
+    "n_before",
+    "n_after",
+    "p_improve",
+    "p_improve_lo",
+    "p_improve_hi",
+    "mann_whitney_p",
+    "median_diff",
+    "change",
+    "images_before",
+    "images_after",
+    "fixed",
+    "broken",
+    "image_p",
+]
 
 
 def change(p_improve: float, p_value: float, n_before: int, n_after: int, confidence: float = 0.95) -> str:
@@ -451,8 +545,9 @@ def change(p_improve: float, p_value: float, n_before: int, n_after: int, confid
     return "no clear change"
 
 
-def progression(runs: pd.DataFrame, correct: dict[str, np.ndarray], steps: pd.DataFrame,
-                options: Options = Options()) -> pd.DataFrame:
+def progression(
+    runs: pd.DataFrame, correct: dict[str, np.ndarray], steps: pd.DataFrame, options: Options = Options()
+) -> pd.DataFrame:
     """Each step against the step before it in its submission (by `order`), on final accuracy.
 
     Only groups with the same quick flag are compared; a step with several groups is compared group by group.
@@ -469,17 +564,31 @@ def progression(runs: pd.DataFrame, correct: dict[str, np.ndarray], steps: pd.Da
             for before, after in itertools.product(earlier, later):
                 x, y = final[after], final[before]
                 lo, hi = probability_of_improvement_ci(x, y, o.confidence, o.n_bootstrap, o.random_state)
-                p_improve, p_value = float(probability_of_improvement(x, y)), mann_whitney_p(x, y, o.n_bootstrap,
-                                                                                           o.random_state)
+                p_improve, p_value = (
+                    float(probability_of_improvement(x, y)),
+                    mann_whitney_p(x, y, o.n_bootstrap, o.random_state),
+                )
                 b, a = correct.get(before), correct.get(after)
                 paired = b is not None and a is not None and b.shape[1] == a.shape[1]
                 images = image_test(b, a) if paired else dict.fromkeys(["fixed", "broken", "image_p"], np.nan)
-                rows.append({"submission": sub, "before": before, "after": after, "n_before": len(y),
-                             "n_after": len(x), "p_improve": p_improve, "p_improve_lo": lo, "p_improve_hi": hi,
-                             "mann_whitney_p": p_value, "median_diff": np.median(x) - np.median(y),
-                             "change": change(p_improve, p_value, len(y), len(x), o.confidence),
-                             "images_before": len(b) if paired else 0, "images_after": len(a) if paired else 0,
-                             **images})
+                rows.append(
+                    {
+                        "submission": sub,
+                        "before": before,
+                        "after": after,
+                        "n_before": len(y),
+                        "n_after": len(x),
+                        "p_improve": p_improve,
+                        "p_improve_lo": lo,
+                        "p_improve_hi": hi,
+                        "mann_whitney_p": p_value,
+                        "median_diff": np.median(x) - np.median(y),
+                        "change": change(p_improve, p_value, len(y), len(x), o.confidence),
+                        "images_before": len(b) if paired else 0,
+                        "images_after": len(a) if paired else 0,
+                        **images,
+                    }
+                )
     return pd.DataFrame(rows, columns=PROGRESSION_COLUMNS)
 
 
@@ -489,21 +598,49 @@ def summarize(results: Results, options: Options = Options()) -> Summary:
     runs = run_summary(results.epochs, groups.set_index("group")["budget"], options.target, options.last_k)
     if runs["too_short"].all():
         longest = runs["budget"].max()
-        raise ReportError(f"last-K window of {options.last_k} epochs is longer than every run (the longest counts "
-                          f"{longest}): no run can be judged consistent or lucky; use --last-k {longest} or less")
+        raise ReportError(
+            f"last-K window of {options.last_k} epochs is longer than every run (the longest counts "
+            f"{longest}): no run can be judged consistent or lucky; use --last-k {longest} or less"
+        )
     correct = final_predictions(results.predictions, runs)
     steps = step_summary(runs, groups, options, correct)
-    return Summary(runs=runs, steps=steps, progression=progression(runs, correct, steps, options), options=options,
-                   sources=sources(runs, steps))
+    return Summary(
+        runs=runs,
+        steps=steps,
+        progression=progression(runs, correct, steps, options),
+        options=options,
+        sources=sources(runs, steps),
+    )
 
 
 # --- which source of randomness (sweep run --vary) ----------------------------------------------------------------
 
-STREAM_NAMES = {"init": "weight init", "order": "data order", "augment": "augmentation", "dropout": "dropout",
-                "all": "every stream", "none": "no stream"}
-SOURCES_COLUMNS = ["step", "group", "vary", "base_seed", "n", "final_sd", "final_iqr", "consistent_rate",
-                   "consistent_lo", "consistent_hi", "var_observed", "var_test", "var_model", "var_model_lo",
-                   "var_model_hi", "spread"]
+STREAM_NAMES = {
+    "init": "weight init",
+    "order": "data order",
+    "augment": "augmentation",
+    "dropout": "dropout",
+    "all": "every stream",
+    "none": "no stream",
+}
+SOURCES_COLUMNS = [
+    "step",
+    "group",
+    "vary",
+    "base_seed",
+    "n",
+    "final_sd",
+    "final_iqr",
+    "consistent_rate",
+    "consistent_lo",
+    "consistent_hi",
+    "var_observed",
+    "var_test",
+    "var_model",
+    "var_model_lo",
+    "var_model_hi",
+    "spread",
+]
 
 
 def sources(runs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
@@ -515,11 +652,16 @@ def sources(runs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
         if groups["vary"].nunique() < 2:
             continue
         sd = runs[runs["group"].isin(groups["group"])].groupby("group")["final_acc"].std()
-        table = groups.assign(n=groups["n_seeds"], final_sd=groups["group"].map(sd),
-                              final_iqr=groups["final_q75"] - groups["final_q25"])
-        order = {v: i for i, v in enumerate(STREAM_NAMES)}  # single sources first, then all and none
-        frames.append(table.sort_values("vary", key=lambda v: v.map(lambda x: order.get(x, len(order)))))
+        table = groups.assign(
+            n=groups["n_seeds"], final_sd=groups["group"].map(sd), final_iqr=groups["final_q75"] - groups["final_q25"]
+        )
+        frames.append(table.sort_values("vary", key=lambda v: v.map(_source_order)))
     return pd.concat(frames, ignore_index=True)[SOURCES_COLUMNS] if frames else pd.DataFrame(columns=SOURCES_COLUMNS)
+
+
+def _source_order(vary: str) -> int:
+    """Single sources first, then all and none, then combinations."""
+    return list(STREAM_NAMES).index(vary) if vary in STREAM_NAMES else len(STREAM_NAMES)
 
 
 def source_words(table: pd.DataFrame) -> str:
@@ -532,12 +674,16 @@ def source_words(table: pd.DataFrame) -> str:
     name = STREAM_NAMES[top.vary]
     floor = ranked["var_test"].max()
     if (ranked["var_observed"] <= floor).all():
-        return (f"Varying any single source spreads final accuracy no more than the test set alone would "
-                f"(≤ {floor:.4f} pp²): none of them makes a seed lucky here.")
+        return (
+            f"Varying any single source spreads final accuracy no more than the test set alone would "
+            f"(≤ {floor:.4f} pp²): none of them makes a seed lucky here."
+        )
     second = ranked.iloc[1] if len(ranked) > 1 else None
     if second is not None and second.var_observed > top.var_observed / 2:
-        text = (f"The spread is shared: {name} (SD {top.final_sd:.2f} pp) and {STREAM_NAMES[second.vary]} "
-                f"(SD {second.final_sd:.2f} pp) each move final accuracy about as much.")
+        text = (
+            f"The spread is shared: {name} (SD {top.final_sd:.2f} pp) and {STREAM_NAMES[second.vary]} "
+            f"(SD {second.final_sd:.2f} pp) each move final accuracy about as much."
+        )
     else:
         text = f"Most of the spread comes from {name} (SD {top.final_sd:.2f} pp)."
     if top.vary == "init":

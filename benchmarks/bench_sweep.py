@@ -32,9 +32,11 @@ def machine() -> str:
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
     mem = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout.splitlines()[1].split()[1]
-    return (f"machine: {model}, {torch.get_num_threads()} threads visible to torch, {mem} GiB RAM; "
-            f"python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}; "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")  # fmt: skip
+    return (
+        f"machine: {model}, {torch.get_num_threads()} threads visible to torch, {mem} GiB RAM; "
+        f"python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
 
 
 def main() -> None:

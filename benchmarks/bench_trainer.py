@@ -97,8 +97,10 @@ def seeds_datasets():
     """The seeds' two torchvision datasets with their per-sample transforms (built once, outside the timing)."""
     norm = [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
     train_tf = transforms.Compose([transforms.RandomRotation((-7.0, 7.0), fill=(1,)), *norm])
-    return (torchvision.datasets.MNIST(str(DATA_DIR), train=True, download=False, transform=train_tf),
-            torchvision.datasets.MNIST(str(DATA_DIR), train=False, download=False, transform=transforms.Compose(norm)))
+    return (
+        torchvision.datasets.MNIST(str(DATA_DIR), train=True, download=False, transform=train_tf),
+        torchvision.datasets.MNIST(str(DATA_DIR), train=False, download=False, transform=transforms.Compose(norm)),
+    )
 
 
 def seeds_train(model, loader, optimizer) -> int:
@@ -178,9 +180,12 @@ def run_case(case: Case, full: cdata.MNIST, seeds_sets, say) -> dict[str, float]
     step, recipe = zoo.get_step(case.step), zoo.get_step(case.step).recipe
     data, (train_set, test_set), scale = subsets(case, full, seeds_sets)
     n_batches = -(-len(data.train_y) // recipe.batch_size)
-    what = (f"{n_batches} batches + {len(data.test_y):,} test images" if case.batches is None else
-            f"PARTIAL: first {n_batches} of {-(-FULL_TRAIN // recipe.batch_size)} batches + "
-            f"{len(data.test_y):,} of 10,000 test images, extrapolated x{scale:.3f} to a full epoch")
+    what = (
+        f"{n_batches} batches + {len(data.test_y):,} test images"
+        if case.batches is None
+        else f"PARTIAL: first {n_batches} of {-(-FULL_TRAIN // recipe.batch_size)} batches + "
+        f"{len(data.test_y):,} of 10,000 test images, extrapolated x{scale:.3f} to a full epoch"
+    )
     say(f"\n{case.step} ({zoo.count_params(step.model()):,} params, batch {recipe.batch_size}, {what})")
     # Warm-up, untimed: first-call costs (oneDNN primitives, thread pools, imports in the workers).
     warm, warm_sets, _ = subsets(Case(case.step, batches=3), full, seeds_sets)
@@ -193,8 +198,9 @@ def run_case(case: Case, full: cdata.MNIST, seeds_sets, say) -> dict[str, float]
     for rep in range(1, case.reps + 1):
         line = []
         for path in times:
-            secs, fixed, acc = seeds_epoch(case.step, train_set, test_set) if path == "seeds" else \
-                ours_epoch(case.step, data, path)
+            secs, fixed, acc = (
+                seeds_epoch(case.step, train_set, test_set) if path == "seeds" else ours_epoch(case.step, data, path)
+            )
             epoch = fixed + (secs - fixed) * scale
             times[path].append(epoch)
             if path == "seeds":
@@ -204,8 +210,12 @@ def run_case(case: Case, full: cdata.MNIST, seeds_sets, say) -> dict[str, float]
             line.append(f"{name} {epoch:.1f} s{measured}, test acc {acc:.2f} %")
         say(f"  rep {rep}: " + "; ".join(line))
     med = {path: statistics.median(t) for path, t in times.items()}
-    say("  median s/model-epoch" + (" (extrapolated)" if scale != 1 else "") + ": "
-        + ", ".join(f"{'seeds fp32' if k == 'seeds' else 'ours ' + k} {v:.1f}" for k, v in med.items()))
+    say(
+        "  median s/model-epoch"
+        + (" (extrapolated)" if scale != 1 else "")
+        + ": "
+        + ", ".join(f"{'seeds fp32' if k == 'seeds' else 'ours ' + k} {v:.1f}" for k, v in med.items())
+    )
     for p in case.precisions:
         per_rep = ", ".join(f"{a / b:.2f}x" for a, b in zip(times["seeds"], times[p]))
         say(f"  ratio seeds fp32 / ours {p}: {med['seeds'] / med[p]:.2f}x  (per rep: {per_rep})")
@@ -220,8 +230,18 @@ def breakdown(step_name: str, data: cdata.MNIST, seeds_seconds: float, ours_seco
     seeds = ctrain.Seeds.of(0)
     torch.set_num_threads(THREADS)
     cl = ctrain.CHANNELS_LAST
-    phases = dict.fromkeys(("setup", "gather+rotate+normalize", "forward+loss", "zero_grad+backward",
-                            "optimizer step", "loss/correct bookkeeping", "test evaluation"), 0.0)
+    phases = dict.fromkeys(
+        (
+            "setup",
+            "gather+rotate+normalize",
+            "forward+loss",
+            "zero_grad+backward",
+            "optimizer step",
+            "loss/correct bookkeeping",
+            "test evaluation",
+        ),
+        0.0,
+    )
     t = time.perf_counter()
     torch.manual_seed(seeds.init)
     model = step.build(recipe).to(memory_format=cl)
@@ -268,11 +288,15 @@ def breakdown(step_name: str, data: cdata.MNIST, seeds_seconds: float, ours_seco
     say(f"  where our fp32 epoch goes ({step_name}; the loop of cnn.train.train re-timed phase by phase, one epoch):")
     for key, secs in phases.items():
         say(f"    {key:<26}{secs:7.2f} s  {100 * secs / total:5.1f} %")
-    say(f"    {'total':<26}{total:7.2f} s  (timed run above: {ours_seconds:.2f} s; "
-        f"loop overhead outside the timers {train_wall - sum(list(phases.values())[1:6]):.2f} s)")
+    say(
+        f"    {'total':<26}{total:7.2f} s  (timed run above: {ours_seconds:.2f} s; "
+        f"loop overhead outside the timers {train_wall - sum(list(phases.values())[1:6]):.2f} s)"
+    )
     compute = phases["forward+loss"] + phases["zero_grad+backward"] + phases["optimizer step"]
-    say(f"  forward+backward+step alone: {compute:.1f} s, so even with data and test free the ratio would be "
-        f"at most {seeds_seconds / compute:.2f}x against the seeds' median {seeds_seconds:.1f} s")
+    say(
+        f"  forward+backward+step alone: {compute:.1f} s, so even with data and test free the ratio would be "
+        f"at most {seeds_seconds / compute:.2f}x against the seeds' median {seeds_seconds:.1f} s"
+    )
 
     # Which ops, over up to 100 training batches (profiler overhead inflates tiny ops; read the ranking, not the sums).
     from torch.profiler import ProfilerActivity, profile
@@ -336,12 +360,16 @@ def main() -> None:
         print(line, flush=True)
         lines.append(line)
 
-    say("Trainer speed, CPU: the seeds' DataLoader loop (a) vs cnn.train.train (b), seconds per model-epoch "
-        "(train + test)")
+    say(
+        "Trainer speed, CPU: the seeds' DataLoader loop (a) vs cnn.train.train (b), seconds per model-epoch "
+        "(train + test)"
+    )
     for line in machine():
         say(line)
-    say(f"both paths: torch.set_num_threads({THREADS}), same batch size, seed 0; (a) fp32 NCHW with 2 DataLoader "
-        "workers; (b) channels_last; alternating a, b per rep; ratio = median(a) / median(b)")
+    say(
+        f"both paths: torch.set_num_threads({THREADS}), same batch size, seed 0; (a) fp32 NCHW with 2 DataLoader "
+        "workers; (b) channels_last; alternating a, b per rep; ratio = median(a) / median(b)"
+    )
     full = cdata.load_mnist(DATA_DIR, download=False)
     seeds_sets = seeds_datasets()
     for case in cases:

@@ -20,9 +20,10 @@ import copy
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,8 +98,16 @@ class Run:
         override = epochs or (min(QUICK["epochs"], spec.recipe.epochs) if quick else None)
         recipe = dataclasses.replace(spec.recipe, epochs=override) if override else spec.recipe
         model = spec.build(recipe)
-        return cls(step, seed, recipe, zoo.recipe_hash(spec, recipe, repr(model), quick), zoo.count_params(model),
-                   quick=quick, overrides=json.dumps({"epochs": epochs} if epochs else {}), **options)
+        return cls(
+            step,
+            seed,
+            recipe,
+            zoo.recipe_hash(spec, recipe, repr(model), quick),
+            zoo.count_params(model),
+            quick=quick,
+            overrides=json.dumps({"epochs": epochs} if epochs else {}),
+            **options,
+        )
 
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16"):
@@ -134,11 +143,17 @@ class Run:
         """The columns that every row of this run shares (sweeps.layout.EPOCH_COLUMNS says what each means)."""
         seeds = self.seeds
         return {
-            "submission": zoo.get_step(self.step).submission, "seed": self.seed, "epochs": self.recipe.epochs,
-            "params": self.params, "run_id": "/".join(filter(None, (self.step, f"seed={self.seed}", self.recipe_hash,
-                                                                      self.tag))),
-            "recipe_hash": self.recipe_hash, "quick": self.quick, "overrides": self.overrides,
-            "precision": self.precision, "vary": self.vary, "base_seed": self.base_seed,
+            "submission": zoo.get_step(self.step).submission,
+            "seed": self.seed,
+            "epochs": self.recipe.epochs,
+            "params": self.params,
+            "run_id": "/".join(filter(None, (self.step, f"seed={self.seed}", self.recipe_hash, self.tag))),
+            "recipe_hash": self.recipe_hash,
+            "quick": self.quick,
+            "overrides": self.overrides,
+            "precision": self.precision,
+            "vary": self.vary,
+            "base_seed": self.base_seed,
             **{f"seed_{s}": getattr(seeds, s) for s in STREAMS},
         }
 
@@ -227,13 +242,15 @@ def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterat
         }
 
         def state(epoch=epoch) -> dict[str, Any]:  # a copy: valid after the generator moves on
-            return copy.deepcopy({
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": {"order": order.get_state(), "augment": augment.get_state(), "global": _global_rng(device)},
-            })
+            return copy.deepcopy(
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "rng": {"order": order.get_state(), "augment": augment.get_state(), "global": _global_rng(device)},
+                }
+            )
 
         yield Epoch(record, predictions, state)
 

@@ -22,8 +22,8 @@ import difflib
 import fnmatch
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -224,271 +224,617 @@ SILENT = {"lr": CLASS_CODE, "momentum": CLASS_CODE, "optimizer": SGD, "scheduler
 S003_BS = "no log for this step; the submission's other logs show 938/938 batches"
 S003_NO_SCHEDULER = "the seed names none: StepLR arrives only with Model-3's second run"
 S003_NO_AUG = "no augmentation: augmentation and StepLR arrive only with Model-3's second run"
-S003_AUG_CARRIED = ("the seed names none for this step; Model-3's second run added 'image augmentations' without "
-                    "naming them; the session-7 class code's")
+S003_AUG_CARRIED = (
+    "the seed names none for this step; Model-3's second run added 'image augmentations' without "
+    "naming them; the session-7 class code's"
+)
 S003_TABLE = "rebuilt from the torchsummary table"
 S003_SKIP = "rebuilt from the torchsummary table, with a parameter-free skip around its one 16 -> 16 block"
-S004 = {"lr": CLASS_CODE, "momentum": CLASS_CODE, "epochs": EPOCHS_S7,
-        "scheduler": "the seed adds a scheduler only in Experiments3 ('Add lr schedular', line 202)"}
+S004 = {
+    "lr": CLASS_CODE,
+    "momentum": CLASS_CODE,
+    "epochs": EPOCHS_S7,
+    "scheduler": "the seed adds a scheduler only in Experiments3 ('Add lr schedular', line 202)",
+}
 S004_TABLE = "rebuilt from the table: the session-7 network's layers with fewer channels"
 HIGH_LR = "the seed says only that it changed the learning rate 'to high'; 10x the class code's"
-S002_AIM = Target(accuracy=99.4, params=10_000, epochs=20,
-                  source="002 lines 3-5: 'reach an accuracy of 99.4% (... consistently ...)', 'Less than or equal to "
-                         "20 Epochs (is can do in 15 better)', 'Less than 10000 Parameters'")
-S001_MODEL3 = Target(accuracy=99.41, params=8_000, epochs=15,
-                     source="001 line 557: 'parameters less than 8K', 'the target of 99.41% accuracy in less than 15 "
-                            "epochs' (read as the 15 epochs its runs train)")
-S003_MODEL3 = Target(accuracy=99.40, params=10_000, epochs=20,
-                     source="003 lines 111-114: 'Reduce parameters bellow 10k count', 'Achive test accuracy > 99.40%', "
-                            "'Limit the 20 epoch'")
+S002_AIM = Target(
+    accuracy=99.4,
+    params=10_000,
+    epochs=20,
+    source="002 lines 3-5: 'reach an accuracy of 99.4% (... consistently ...)', 'Less than or equal to "
+    "20 Epochs (is can do in 15 better)', 'Less than 10000 Parameters'",
+)
+S001_MODEL3 = Target(
+    accuracy=99.41,
+    params=8_000,
+    epochs=15,
+    source="001 line 557: 'parameters less than 8K', 'the target of 99.41% accuracy in less than 15 "
+    "epochs' (read as the 15 epochs its runs train)",
+)
+S003_MODEL3 = Target(
+    accuracy=99.40,
+    params=10_000,
+    epochs=20,
+    source="003 lines 111-114: 'Reduce parameters bellow 10k count', 'Achive test accuracy > 99.40%', "
+    "'Limit the 20 epoch'",
+)
 
-register(Step(
-    name="s000-model1", title="Model 1", order=1,
-    build=lambda r: models.Session7Net(r.dropout),
-    recipe=Recipe(epochs=15, batch_size=64, dropout=0.1),
-    claims=Claims(params=13_808, best_test=99.41, best_train=98.95, best_epoch=15,
-                  log=(98.21, 98.24, 99.02, 99.13, 99.12, 99.20, 99.24, 99.24, 99.34, 99.23, 99.26, 99.35, 99.37,
-                       99.38, 99.41)),
-    target=Target(source="000 line 2: 'Start with the model from the session 7 class.' (no numbers)"),
-    assumptions={**SILENT, "rotation": AUG, **FILL},
-))
+register(
+    Step(
+        name="s000-model1",
+        title="Model 1",
+        order=1,
+        build=lambda r: models.Session7Net(r.dropout),
+        recipe=Recipe(epochs=15, batch_size=64, dropout=0.1),
+        claims=Claims(
+            params=13_808,
+            best_test=99.41,
+            best_train=98.95,
+            best_epoch=15,
+            log=(
+                98.21,
+                98.24,
+                99.02,
+                99.13,
+                99.12,
+                99.20,
+                99.24,
+                99.24,
+                99.34,
+                99.23,
+                99.26,
+                99.35,
+                99.37,
+                99.38,
+                99.41,
+            ),
+        ),
+        target=Target(source="000 line 2: 'Start with the model from the session 7 class.' (no numbers)"),
+        assumptions={**SILENT, "rotation": AUG, **FILL},
+    )
+)
 
-register(Step(
-    name="s001-model1", title="Model 1", order=1,
-    build=lambda r: models.Session7Net(r.dropout),
-    recipe=Recipe(epochs=15, batch_size=64, dropout=0.1),
-    claims=Claims(params=13_808, best_test=99.41, best_train=98.95, best_epoch=15,
-                  log=get_step("s000-model1").claims.log,
-                  note="the same model, recipe and console log as s000-model1"),
-    target=Target(source="001 line 3: 'Start with the model given in colab from the session 7 class.' (no numbers)"),
-    assumptions={**SILENT, "rotation": AUG, **FILL},
-))
+register(
+    Step(
+        name="s001-model1",
+        title="Model 1",
+        order=1,
+        build=lambda r: models.Session7Net(r.dropout),
+        recipe=Recipe(epochs=15, batch_size=64, dropout=0.1),
+        claims=Claims(
+            params=13_808,
+            best_test=99.41,
+            best_train=98.95,
+            best_epoch=15,
+            log=get_step("s000-model1").claims.log,
+            note="the same model, recipe and console log as s000-model1",
+        ),
+        target=Target(
+            source="001 line 3: 'Start with the model given in colab from the session 7 class.' (no numbers)"
+        ),
+        assumptions={**SILENT, "rotation": AUG, **FILL},
+    )
+)
 
-register(Step(
-    name="s001-model2", title="Model 2", order=2,
-    build=lambda r: models.S001Model2(r.dropout),
-    recipe=Recipe(epochs=15, batch_size=64, dropout=0.1),
-    claims=Claims(params=5_048, best_test=99.08, best_train=98.36, best_epoch=14,
-                  log=(97.72, 97.70, 98.43, 98.65, 98.60, 98.65, 98.96, 99.03, 98.82, 98.81, 98.96, 99.07, 98.97,
-                       99.08, 98.98)),
-    target=Target(params=8_000, source="001 line 238: 'reduce the number of parameters less than 8K'"),
-    assumptions={**SILENT, "rotation": AUG, **FILL},
-))
+register(
+    Step(
+        name="s001-model2",
+        title="Model 2",
+        order=2,
+        build=lambda r: models.S001Model2(r.dropout),
+        recipe=Recipe(epochs=15, batch_size=64, dropout=0.1),
+        claims=Claims(
+            params=5_048,
+            best_test=99.08,
+            best_train=98.36,
+            best_epoch=14,
+            log=(
+                97.72,
+                97.70,
+                98.43,
+                98.65,
+                98.60,
+                98.65,
+                98.96,
+                99.03,
+                98.82,
+                98.81,
+                98.96,
+                99.07,
+                98.97,
+                99.08,
+                98.98,
+            ),
+        ),
+        target=Target(params=8_000, source="001 line 238: 'reduce the number of parameters less than 8K'"),
+        assumptions={**SILENT, "rotation": AUG, **FILL},
+    )
+)
 
-register(Step(
-    name="s001-model3", title="Model 3", order=3,
-    build=lambda r: models.S001Model3(r.dropout),
-    recipe=Recipe(epochs=15, batch_size=64, dropout=0.03, activation="gelu"),
-    claims=Claims(params=7_902, best_test=99.44, best_train=98.68, best_epoch=12,
-                  log=(97.96, 98.43, 98.81, 99.05, 99.11, 98.99, 99.28, 99.14, 99.15, 99.18, 99.21, 99.44, 99.26,
-                       99.39, 99.23),
-                  note="the local run (938/938 = batch 64); the seed's second run, on AWS EC2, is s001-model3-aws"),
-    target=S001_MODEL3,
-    assumptions={**SILENT, "rotation": AUG, **FILL},
-))
+register(
+    Step(
+        name="s001-model3",
+        title="Model 3",
+        order=3,
+        build=lambda r: models.S001Model3(r.dropout),
+        recipe=Recipe(epochs=15, batch_size=64, dropout=0.03, activation="gelu"),
+        claims=Claims(
+            params=7_902,
+            best_test=99.44,
+            best_train=98.68,
+            best_epoch=12,
+            log=(
+                97.96,
+                98.43,
+                98.81,
+                99.05,
+                99.11,
+                98.99,
+                99.28,
+                99.14,
+                99.15,
+                99.18,
+                99.21,
+                99.44,
+                99.26,
+                99.39,
+                99.23,
+            ),
+            note="the local run (938/938 = batch 64); the seed's second run, on AWS EC2, is s001-model3-aws",
+        ),
+        target=S001_MODEL3,
+        assumptions={**SILENT, "rotation": AUG, **FILL},
+    )
+)
 
-register(Step(
-    name="s001-model3-aws", title="AWS EC2 Instance Console Log for Model 3", order=3,
-    build=lambda r: models.S001Model3(r.dropout),
-    recipe=Recipe(epochs=15, batch_size=128, dropout=0.03, activation="gelu"),
-    claims=Claims(params=7_902, best_test=99.44, best_train=98.66, best_epoch=14,
-                  log=(97.19, 98.58, 98.76, 98.69, 98.68, 98.69, 99.10, 99.32, 99.24, 99.17, 99.08, 99.32, 99.25,
-                       99.44, 99.43),
-                  note="s001-model3's code run again on an AWS EC2 GPU with batch 128 (469/469); we train it on "
-                       "whatever device the sweep has"),
-    target=S001_MODEL3,
-    assumptions={**SILENT, "rotation": AUG, **FILL},
-))
+register(
+    Step(
+        name="s001-model3-aws",
+        title="AWS EC2 Instance Console Log for Model 3",
+        order=3,
+        build=lambda r: models.S001Model3(r.dropout),
+        recipe=Recipe(epochs=15, batch_size=128, dropout=0.03, activation="gelu"),
+        claims=Claims(
+            params=7_902,
+            best_test=99.44,
+            best_train=98.66,
+            best_epoch=14,
+            log=(
+                97.19,
+                98.58,
+                98.76,
+                98.69,
+                98.68,
+                98.69,
+                99.10,
+                99.32,
+                99.24,
+                99.17,
+                99.08,
+                99.32,
+                99.25,
+                99.44,
+                99.43,
+            ),
+            note="s001-model3's code run again on an AWS EC2 GPU with batch 128 (469/469); we train it on "
+            "whatever device the sweep has",
+        ),
+        target=S001_MODEL3,
+        assumptions={**SILENT, "rotation": AUG, **FILL},
+    )
+)
 
-register(Step(
-    name="s002-net1", title="Network 1", order=1,
-    build=lambda r: models.BigNet(),
-    recipe=Recipe(epochs=20, batch_size=128, rotation=0),
-    claims=Claims(params=6_379_786, best_test=99.30, best_train=99.99,
-                  log=(97.78, 98.49, 98.72, 98.97, 99.16, 99.07, 99.18, 99.10, 99.14, 99.34, 99.12, 99.22, 99.22,
-                       99.23, 99.25, 99.23, 99.30, 99.32, 99.32, 99.30),
-                  note="the seed names no epoch for its best test accuracy 99.30 %, which its log first shows at "
-                       "EPOCH: 16 (our 17); the stated pair 99.99 / 99.30 is the last epoch's (EPOCH: 19, our 20). "
-                       "The log peaks at 99.34 % (our epoch 10) and its train accuracy at 100.00 % (our epoch 19)"),
-    target=S002_AIM,
-    assumptions={**SILENT, "rotation": NO_AUG_100, **FILL_UNUSED},
-))
+register(
+    Step(
+        name="s002-net1",
+        title="Network 1",
+        order=1,
+        build=lambda r: models.BigNet(),
+        recipe=Recipe(epochs=20, batch_size=128, rotation=0),
+        claims=Claims(
+            params=6_379_786,
+            best_test=99.30,
+            best_train=99.99,
+            log=(
+                97.78,
+                98.49,
+                98.72,
+                98.97,
+                99.16,
+                99.07,
+                99.18,
+                99.10,
+                99.14,
+                99.34,
+                99.12,
+                99.22,
+                99.22,
+                99.23,
+                99.25,
+                99.23,
+                99.30,
+                99.32,
+                99.32,
+                99.30,
+            ),
+            note="the seed names no epoch for its best test accuracy 99.30 %, which its log first shows at "
+            "EPOCH: 16 (our 17); the stated pair 99.99 / 99.30 is the last epoch's (EPOCH: 19, our 20). "
+            "The log peaks at 99.34 % (our epoch 10) and its train accuracy at 100.00 % (our epoch 19)",
+        ),
+        target=S002_AIM,
+        assumptions={**SILENT, "rotation": NO_AUG_100, **FILL_UNUSED},
+    )
+)
 
-register(Step(
-    name="s002-step2", title="Step 2", order=2,
-    build=lambda r: models.S002Step2(r.dropout),
-    recipe=Recipe(epochs=20, batch_size=128, dropout=0.1, rotation=0),
-    claims=Claims(note="the seed ends after the step's code: no summary, results or log"),
-    target=S002_AIM,
-    assumptions={"epochs": "the seed does not say; its aim allows 20 and its network 1 ran 20",
-                 "batch_size": "the seed does not say; session-7 class code's, as its network 1's 469/469 log",
-                 **SILENT,
-                 "rotation": "no augmentation: the step names only dropout and batchnorm as its changes (line 186), "
-                             "and its network 1 trained without any",
-                 **FILL_UNUSED},
-))
+register(
+    Step(
+        name="s002-step2",
+        title="Step 2",
+        order=2,
+        build=lambda r: models.S002Step2(r.dropout),
+        recipe=Recipe(epochs=20, batch_size=128, dropout=0.1, rotation=0),
+        claims=Claims(note="the seed ends after the step's code: no summary, results or log"),
+        target=S002_AIM,
+        assumptions={
+            "epochs": "the seed does not say; its aim allows 20 and its network 1 ran 20",
+            "batch_size": "the seed does not say; session-7 class code's, as its network 1's 469/469 log",
+            **SILENT,
+            "rotation": "no augmentation: the step names only dropout and batchnorm as its changes (line 186), "
+            "and its network 1 trained without any",
+            **FILL_UNUSED,
+        },
+    )
+)
 
-register(Step(
-    name="s003-model1", title="Model-1 execution", order=1,
-    build=lambda r: models.BigNet(),
-    recipe=Recipe(epochs=20, batch_size=64, rotation=0),
-    claims=Claims(params=6_379_786, best_test=99.39, best_train=100.00,
-                  note="the analysis quotes 99.38 % test accuracy at 100 % train"),
-    target=Target(epochs=20, source="003 line 8: 'Limit the 20 epoch'"),
-    assumptions={"batch_size": S003_BS, **SILENT, "scheduler": S003_NO_SCHEDULER, "rotation": S003_NO_AUG,
-                 **FILL_UNUSED, "network": f"{S003_TABLE}: seed 002's network 1, layer for layer"},
-))
+register(
+    Step(
+        name="s003-model1",
+        title="Model-1 execution",
+        order=1,
+        build=lambda r: models.BigNet(),
+        recipe=Recipe(epochs=20, batch_size=64, rotation=0),
+        claims=Claims(
+            params=6_379_786,
+            best_test=99.39,
+            best_train=100.00,
+            note="the analysis quotes 99.38 % test accuracy at 100 % train",
+        ),
+        target=Target(epochs=20, source="003 line 8: 'Limit the 20 epoch'"),
+        assumptions={
+            "batch_size": S003_BS,
+            **SILENT,
+            "scheduler": S003_NO_SCHEDULER,
+            "rotation": S003_NO_AUG,
+            **FILL_UNUSED,
+            "network": f"{S003_TABLE}: seed 002's network 1, layer for layer",
+        },
+    )
+)
 
-register(Step(
-    name="s003-model2", title="Model-2 execution", order=2,
-    build=lambda r: models.S003Model2(r.dropout),
-    recipe=Recipe(epochs=20, batch_size=64, dropout=0.1, rotation=0),
-    claims=Claims(params=12_854, best_test=98.97, best_train=99.26),
-    target=Target(params=20_000, epochs=20, source="003 lines 52-54: 'Reduce parameters bellow 20k count', "
-                                                   "'Limit the 20 epoch'"),
-    assumptions={"batch_size": S003_BS, **SILENT, "scheduler": S003_NO_SCHEDULER, "rotation": S003_NO_AUG,
-                 **FILL_UNUSED, "network": S003_TABLE},
-))
+register(
+    Step(
+        name="s003-model2",
+        title="Model-2 execution",
+        order=2,
+        build=lambda r: models.S003Model2(r.dropout),
+        recipe=Recipe(epochs=20, batch_size=64, dropout=0.1, rotation=0),
+        claims=Claims(params=12_854, best_test=98.97, best_train=99.26),
+        target=Target(
+            params=20_000,
+            epochs=20,
+            source="003 lines 52-54: 'Reduce parameters bellow 20k count', 'Limit the 20 epoch'",
+        ),
+        assumptions={
+            "batch_size": S003_BS,
+            **SILENT,
+            "scheduler": S003_NO_SCHEDULER,
+            "rotation": S003_NO_AUG,
+            **FILL_UNUSED,
+            "network": S003_TABLE,
+        },
+    )
+)
 
-register(Step(
-    name="s003-model3", title="Model-3 execution", order=3,
-    build=lambda r: models.S003Model3(r.dropout),
-    recipe=Recipe(epochs=20, batch_size=64, dropout=0.1, rotation=0),
-    claims=Claims(params=9_180, best_test=99.42, best_train=99.32, best_epoch=16,
-                  note="the run before 'image augmentations and StepLR'; no log printed. Its '99.42% on 15th epoch' "
-                       "counts from 0, as the same author's 'epoch 13th' is its log's EPOCH:13 (line 127)"),
-    target=S003_MODEL3,
-    assumptions={"batch_size": S003_BS, **SILENT, "scheduler": S003_NO_SCHEDULER, "rotation": S003_NO_AUG,
-                 **FILL_UNUSED, "network": f"{S003_TABLE}; the 'skip added' of line 124 read as no skip"},
-))
+register(
+    Step(
+        name="s003-model3",
+        title="Model-3 execution",
+        order=3,
+        build=lambda r: models.S003Model3(r.dropout),
+        recipe=Recipe(epochs=20, batch_size=64, dropout=0.1, rotation=0),
+        claims=Claims(
+            params=9_180,
+            best_test=99.42,
+            best_train=99.32,
+            best_epoch=16,
+            note="the run before 'image augmentations and StepLR'; no log printed. Its '99.42% on 15th epoch' "
+            "counts from 0, as the same author's 'epoch 13th' is its log's EPOCH:13 (line 127)",
+        ),
+        target=S003_MODEL3,
+        assumptions={
+            "batch_size": S003_BS,
+            **SILENT,
+            "scheduler": S003_NO_SCHEDULER,
+            "rotation": S003_NO_AUG,
+            **FILL_UNUSED,
+            "network": f"{S003_TABLE}; the 'skip added' of line 124 read as no skip",
+        },
+    )
+)
 
-register(Step(
-    name="s003-model3-skip", title="Model-3 execution", order=3,
-    build=lambda r: models.S003Model3Skip(r.dropout),
-    recipe=Recipe(epochs=20, batch_size=64, dropout=0.1, rotation=0),
-    claims=get_step("s003-model3").claims,
-    target=S003_MODEL3,
-    assumptions={"batch_size": S003_BS, **SILENT, "scheduler": S003_NO_SCHEDULER, "rotation": S003_NO_AUG,
-                 **FILL_UNUSED, "network": S003_SKIP},
-))
+register(
+    Step(
+        name="s003-model3-skip",
+        title="Model-3 execution",
+        order=3,
+        build=lambda r: models.S003Model3Skip(r.dropout),
+        recipe=Recipe(epochs=20, batch_size=64, dropout=0.1, rotation=0),
+        claims=get_step("s003-model3").claims,
+        target=S003_MODEL3,
+        assumptions={
+            "batch_size": S003_BS,
+            **SILENT,
+            "scheduler": S003_NO_SCHEDULER,
+            "rotation": S003_NO_AUG,
+            **FILL_UNUSED,
+            "network": S003_SKIP,
+        },
+    )
+)
 
-register(Step(
-    name="s003-model3-aug", title="Model-3 execution (after image augmentations and StepLR)", order=4,
-    build=lambda r: models.S003Model3(r.dropout),
-    recipe=Recipe(epochs=20, batch_size=64, dropout=0.1, scheduler="step"),
-    claims=Claims(params=9_180, best_test=99.46, best_train=99.17, best_epoch=14,
-                  log=(98.40, 98.64, 99.00, 98.95, 99.19, 99.18, 99.39, 99.35, 99.42, 99.41, 99.41, 99.44, 99.44,
-                       99.46, 99.44, 99.42, 99.42, 99.43, 99.44, 99.43),
-                  note="the seed's 'epoch 13th' (train 99.16 %, test 99.46 %) is its log's 0-based EPOCH:13, our "
-                       "epoch 14; it states no best train for this run, so best train is the log's, at EPOCH:18"),
-    target=S003_MODEL3,
-    assumptions={"momentum": CLASS_CODE, "optimizer": SGD,
-                 "rotation": "the seed says 'image augmentations' without naming them; the session-7 class code's",
-                 **FILL, "network": f"{S003_TABLE}, as s003-model3"},
-))
+register(
+    Step(
+        name="s003-model3-aug",
+        title="Model-3 execution (after image augmentations and StepLR)",
+        order=4,
+        build=lambda r: models.S003Model3(r.dropout),
+        recipe=Recipe(epochs=20, batch_size=64, dropout=0.1, scheduler="step"),
+        claims=Claims(
+            params=9_180,
+            best_test=99.46,
+            best_train=99.17,
+            best_epoch=14,
+            log=(
+                98.40,
+                98.64,
+                99.00,
+                98.95,
+                99.19,
+                99.18,
+                99.39,
+                99.35,
+                99.42,
+                99.41,
+                99.41,
+                99.44,
+                99.44,
+                99.46,
+                99.44,
+                99.42,
+                99.42,
+                99.43,
+                99.44,
+                99.43,
+            ),
+            note="the seed's 'epoch 13th' (train 99.16 %, test 99.46 %) is its log's 0-based EPOCH:13, our "
+            "epoch 14; it states no best train for this run, so best train is the log's, at EPOCH:18",
+        ),
+        target=S003_MODEL3,
+        assumptions={
+            "momentum": CLASS_CODE,
+            "optimizer": SGD,
+            "rotation": "the seed says 'image augmentations' without naming them; the session-7 class code's",
+            **FILL,
+            "network": f"{S003_TABLE}, as s003-model3",
+        },
+    )
+)
 
-register(Step(
-    name="s003-model3-aug-skip", title="Model-3 execution (after image augmentations and StepLR)", order=4,
-    build=lambda r: models.S003Model3Skip(r.dropout),
-    recipe=Recipe(epochs=20, batch_size=64, dropout=0.1, scheduler="step"),
-    claims=get_step("s003-model3-aug").claims,
-    target=S003_MODEL3,
-    assumptions={"momentum": CLASS_CODE, "optimizer": SGD,
-                 "rotation": "the seed says 'image augmentations' without naming them; the session-7 class code's",
-                 **FILL, "network": f"{S003_SKIP}, as s003-model3-skip"},
-))
+register(
+    Step(
+        name="s003-model3-aug-skip",
+        title="Model-3 execution (after image augmentations and StepLR)",
+        order=4,
+        build=lambda r: models.S003Model3Skip(r.dropout),
+        recipe=Recipe(epochs=20, batch_size=64, dropout=0.1, scheduler="step"),
+        claims=get_step("s003-model3-aug").claims,
+        target=S003_MODEL3,
+        assumptions={
+            "momentum": CLASS_CODE,
+            "optimizer": SGD,
+            "rotation": "the seed says 'image augmentations' without naming them; the session-7 class code's",
+            **FILL,
+            "network": f"{S003_SKIP}, as s003-model3-skip",
+        },
+    )
+)
 
-register(Step(
-    name="s003-model4", title="Model-4 execution", order=5,
-    build=lambda r: models.S003Model4(r.dropout),
-    recipe=Recipe(epochs=15, batch_size=64, dropout=0.25, scheduler="step"),
-    claims=Claims(params=7_616, best_test=99.34, best_train=98.94, best_epoch=8,
-                  log=(97.95, 98.83, 99.09, 98.79, 99.04, 99.13, 99.33, 99.35, 99.31, 99.33, 99.34, 99.33, 99.33,
-                       99.32, 99.35),
-                  note="as printed, the Result block says 'Best Training Accuracy: 99.34%' and 'Best Test "
-                       "Accuracy: 98.94%'; its analysis calls 99.34 % the test accuracy ('on 7th epoch', 0-based: "
-                       "our 8) and 98.94 % a training accuracy, so the labels are swapped back. The logged run is "
-                       "another: its test peaks at 99.35 % (EPOCH:7 and EPOCH:14), 99.34 % is at EPOCH:10, and its "
-                       "train peaks at 99.26 %"),
-    target=Target(accuracy=99.0, params=8_000, epochs=15,
-                  source="003 lines 260-262: 'Reduce parameters bellow 8k count', 'Achive test accuracy > 99%', "
-                         "'Limit the 15 epoch'"),
-    assumptions={"momentum": CLASS_CODE, "optimizer": SGD, "rotation": S003_AUG_CARRIED, **FILL,
-                 "network": f"{S003_TABLE}; the 1x1 Conv2d-7 is read as a residual skip"},
-))
+register(
+    Step(
+        name="s003-model4",
+        title="Model-4 execution",
+        order=5,
+        build=lambda r: models.S003Model4(r.dropout),
+        recipe=Recipe(epochs=15, batch_size=64, dropout=0.25, scheduler="step"),
+        claims=Claims(
+            params=7_616,
+            best_test=99.34,
+            best_train=98.94,
+            best_epoch=8,
+            log=(
+                97.95,
+                98.83,
+                99.09,
+                98.79,
+                99.04,
+                99.13,
+                99.33,
+                99.35,
+                99.31,
+                99.33,
+                99.34,
+                99.33,
+                99.33,
+                99.32,
+                99.35,
+            ),
+            note="as printed, the Result block says 'Best Training Accuracy: 99.34%' and 'Best Test "
+            "Accuracy: 98.94%'; its analysis calls 99.34 % the test accuracy ('on 7th epoch', 0-based: "
+            "our 8) and 98.94 % a training accuracy, so the labels are swapped back. The logged run is "
+            "another: its test peaks at 99.35 % (EPOCH:7 and EPOCH:14), 99.34 % is at EPOCH:10, and its "
+            "train peaks at 99.26 %",
+        ),
+        target=Target(
+            accuracy=99.0,
+            params=8_000,
+            epochs=15,
+            source="003 lines 260-262: 'Reduce parameters bellow 8k count', 'Achive test accuracy > 99%', "
+            "'Limit the 15 epoch'",
+        ),
+        assumptions={
+            "momentum": CLASS_CODE,
+            "optimizer": SGD,
+            "rotation": S003_AUG_CARRIED,
+            **FILL,
+            "network": f"{S003_TABLE}; the 1x1 Conv2d-7 is read as a residual skip",
+        },
+    )
+)
 
-register(Step(
-    name="s003-model4-plain", title="Model-4 execution", order=5,
-    build=lambda r: models.S003Model4Plain(r.dropout),
-    recipe=Recipe(epochs=15, batch_size=64, dropout=0.25, scheduler="step"),
-    claims=get_step("s003-model4").claims,
-    target=get_step("s003-model4").target,
-    assumptions={"momentum": CLASS_CODE, "optimizer": SGD, "rotation": S003_AUG_CARRIED, **FILL,
-                 "network": f"{S003_TABLE}; the 1x1 Conv2d-7 is read as a plain layer in sequence"},
-))
+register(
+    Step(
+        name="s003-model4-plain",
+        title="Model-4 execution",
+        order=5,
+        build=lambda r: models.S003Model4Plain(r.dropout),
+        recipe=Recipe(epochs=15, batch_size=64, dropout=0.25, scheduler="step"),
+        claims=get_step("s003-model4").claims,
+        target=get_step("s003-model4").target,
+        assumptions={
+            "momentum": CLASS_CODE,
+            "optimizer": SGD,
+            "rotation": S003_AUG_CARRIED,
+            **FILL,
+            "network": f"{S003_TABLE}; the 1x1 Conv2d-7 is read as a plain layer in sequence",
+        },
+    )
+)
 
-register(Step(
-    name="s004-init", title="Model Init", order=1,
-    build=lambda r: models.S004Init(),
-    recipe=Recipe(epochs=15, batch_size=128),
-    claims=Claims(params=593_200, best_test=99.36, best_train=99.64),
-    target=Target(source="004 line 10: 'Initialize all the setup like dataloaders, batchsize etc.' (no numbers)"),
-    assumptions={**S004, "rotation": AUG, **FILL,
-                 "network": "rebuilt from the table; ReLUs and 2x2 max-pools are functional (no rows)"},
-))
+register(
+    Step(
+        name="s004-init",
+        title="Model Init",
+        order=1,
+        build=lambda r: models.S004Init(),
+        recipe=Recipe(epochs=15, batch_size=128),
+        claims=Claims(params=593_200, best_test=99.36, best_train=99.64),
+        target=Target(source="004 line 10: 'Initialize all the setup like dataloaders, batchsize etc.' (no numbers)"),
+        assumptions={
+            **S004,
+            "rotation": AUG,
+            **FILL,
+            "network": "rebuilt from the table; ReLUs and 2x2 max-pools are functional (no rows)",
+        },
+    )
+)
 
-register(Step(
-    name="s004-net1", title="Net1", order=2,
-    build=lambda r: models.S004Net1(r.dropout),
-    recipe=Recipe(epochs=15, batch_size=128, dropout=0.1),
-    claims=Claims(params=19_470, best_test=99.52, best_train=99.46),
-    target=Target(source="004 line 38: 'reduce the number of parameters and get the good accuracy' (no numbers)"),
-    assumptions={**S004, "dropout": DROPOUT_S7, "rotation": AUG, **FILL,
-                 "network": "rebuilt from the table; rows 12-14 are missing and inferred from the stated total"},
-))
+register(
+    Step(
+        name="s004-net1",
+        title="Net1",
+        order=2,
+        build=lambda r: models.S004Net1(r.dropout),
+        recipe=Recipe(epochs=15, batch_size=128, dropout=0.1),
+        claims=Claims(params=19_470, best_test=99.52, best_train=99.46),
+        target=Target(source="004 line 38: 'reduce the number of parameters and get the good accuracy' (no numbers)"),
+        assumptions={
+            **S004,
+            "dropout": DROPOUT_S7,
+            "rotation": AUG,
+            **FILL,
+            "network": "rebuilt from the table; rows 12-14 are missing and inferred from the stated total",
+        },
+    )
+)
 
-register(Step(
-    name="s004-net2", title="Net2", order=3,
-    build=lambda r: models.Session7Net(r.dropout),
-    recipe=Recipe(epochs=20, batch_size=128, dropout=0.1),
-    claims=Claims(params=13_808, best_test=99.43, best_train=99.0),
-    target=Target(accuracy=99.4, epochs=20,
-                  source="004 line 80: 'get the accuracy upto 99.4 within 20 epochs'"),
-    assumptions={**S004, "epochs": "the seed's goal ('upto 99.4 within 20 epochs', line 80), not a log",
-                 "dropout": DROPOUT_S7, "rotation": AUG, **FILL,
-                 "network": "the table is the session-7 class network's, layer for layer"},
-))
+register(
+    Step(
+        name="s004-net2",
+        title="Net2",
+        order=3,
+        build=lambda r: models.Session7Net(r.dropout),
+        recipe=Recipe(epochs=20, batch_size=128, dropout=0.1),
+        claims=Claims(params=13_808, best_test=99.43, best_train=99.0),
+        target=Target(accuracy=99.4, epochs=20, source="004 line 80: 'get the accuracy upto 99.4 within 20 epochs'"),
+        assumptions={
+            **S004,
+            "epochs": "the seed's goal ('upto 99.4 within 20 epochs', line 80), not a log",
+            "dropout": DROPOUT_S7,
+            "rotation": AUG,
+            **FILL,
+            "network": "the table is the session-7 class network's, layer for layer",
+        },
+    )
+)
 
-register(Step(
-    name="s004-exp1", title="Final Model: Experiments1", order=4,
-    build=lambda r: models.Session7Net(r.dropout, channels=models.S004_FINAL_CHANNELS),
-    recipe=Recipe(epochs=15, batch_size=128, dropout=0.1),
-    claims=Claims(params=7_958, best_test=99.38, best_train=98.78,
-                  note="the seed says 99.38 % was reached 'only one time'"),
-    target=Target(params=8_000, source="004 line 133: 'reduce the number of parameters below the 8k'"),
-    assumptions={**S004, "dropout": DROPOUT_S7, "rotation": AUG, **FILL, "network": S004_TABLE},
-))
+register(
+    Step(
+        name="s004-exp1",
+        title="Final Model: Experiments1",
+        order=4,
+        build=lambda r: models.Session7Net(r.dropout, channels=models.S004_FINAL_CHANNELS),
+        recipe=Recipe(epochs=15, batch_size=128, dropout=0.1),
+        claims=Claims(
+            params=7_958, best_test=99.38, best_train=98.78, note="the seed says 99.38 % was reached 'only one time'"
+        ),
+        target=Target(params=8_000, source="004 line 133: 'reduce the number of parameters below the 8k'"),
+        assumptions={**S004, "dropout": DROPOUT_S7, "rotation": AUG, **FILL, "network": S004_TABLE},
+    )
+)
 
-register(Step(
-    name="s004-exp2", title="Final Model: Experiments2", order=5,
-    build=lambda r: models.Session7Net(r.dropout, channels=models.S004_FINAL_CHANNELS),
-    recipe=Recipe(epochs=15, batch_size=128, lr=0.1, dropout=0.1),
-    claims=Claims(params=7_958, best_test=99.28, best_train=98.83),
-    target=Target(source="004 line 185: 'Change the learining rate to high to get better accuracy in less epochs' "
-                         "(no numbers)"),
-    assumptions={**S004, "lr": HIGH_LR, "dropout": DROPOUT_S7, "rotation": AUG, **FILL, "network": S004_TABLE},
-))
+register(
+    Step(
+        name="s004-exp2",
+        title="Final Model: Experiments2",
+        order=5,
+        build=lambda r: models.Session7Net(r.dropout, channels=models.S004_FINAL_CHANNELS),
+        recipe=Recipe(epochs=15, batch_size=128, lr=0.1, dropout=0.1),
+        claims=Claims(params=7_958, best_test=99.28, best_train=98.83),
+        target=Target(
+            source="004 line 185: 'Change the learining rate to high to get better accuracy in less epochs' "
+            "(no numbers)"
+        ),
+        assumptions={**S004, "lr": HIGH_LR, "dropout": DROPOUT_S7, "rotation": AUG, **FILL, "network": S004_TABLE},
+    )
+)
 
-register(Step(
-    name="s004-exp3", title="Final Model: Experiments3", order=6,
-    build=lambda r: models.Session7Net(r.dropout, channels=models.S004_FINAL_CHANNELS),
-    recipe=Recipe(epochs=15, batch_size=128, lr=0.1, dropout=0.1, scheduler="plateau"),
-    claims=Claims(params=7_958, best_test=99.46, best_train=98.93,
-                  note="the seed says test accuracy stayed above 99.40 % consistently"),
-    target=Target(source="004 line 202: 'Add lr schedular to get whenever the validation or test accuracy becomes "
-                         "plattue' (no numbers)"),
-    assumptions={**S004, "lr": f"{HIGH_LR}, carried over from Experiments2",
-                 "gamma": "the seed does not give the plateau scheduler's factor; torch's default",
-                 "patience": "the seed does not give it; torch's default of 10 could never fire within 15 epochs",
-                 "dropout": DROPOUT_S7, "rotation": AUG, **FILL, "network": S004_TABLE},
-))
+register(
+    Step(
+        name="s004-exp3",
+        title="Final Model: Experiments3",
+        order=6,
+        build=lambda r: models.Session7Net(r.dropout, channels=models.S004_FINAL_CHANNELS),
+        recipe=Recipe(epochs=15, batch_size=128, lr=0.1, dropout=0.1, scheduler="plateau"),
+        claims=Claims(
+            params=7_958,
+            best_test=99.46,
+            best_train=98.93,
+            note="the seed says test accuracy stayed above 99.40 % consistently",
+        ),
+        target=Target(
+            source="004 line 202: 'Add lr schedular to get whenever the validation or test accuracy becomes "
+            "plattue' (no numbers)"
+        ),
+        assumptions={
+            **S004,
+            "lr": f"{HIGH_LR}, carried over from Experiments2",
+            "gamma": "the seed does not give the plateau scheduler's factor; torch's default",
+            "patience": "the seed does not give it; torch's default of 10 could never fire within 15 epochs",
+            "dropout": DROPOUT_S7,
+            "rotation": AUG,
+            **FILL,
+            "network": S004_TABLE,
+        },
+    )
+)

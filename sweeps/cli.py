@@ -8,7 +8,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -61,14 +61,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def _options(
     version: Annotated[
-        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = None,
 ) -> None:
     pass
 
 
 @app.command()
-def steps(name: Annotated[Optional[str], typer.Argument(help="Show one step in full.")] = None) -> None:
+def steps(name: Annotated[str | None, typer.Argument(help="Show one step in full.")] = None) -> None:
     """List the step models of the zoo, or show one in full: recipe, claims, the seed's own target, assumptions."""
     from cnn import zoo
 
@@ -111,33 +111,44 @@ def steps(name: Annotated[Optional[str], typer.Argument(help="Show one step in f
 @app.command()
 def run(
     steps: Annotated[list[str], typer.Argument(help="Step names or glob patterns (quote them), or 'all'.")],
-    seeds: Annotated[Optional[int], typer.Option(help="Seeds per step.", show_default="5, or 2 with --quick")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per step.", show_default="5, or 2 with --quick")] = None,
     seed_start: Annotated[int, typer.Option(help="First seed; raise it to add seeds to an existing sweep.")] = 0,
     out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("results"),
-    num_cpus: Annotated[Optional[int], typer.Option(help="CPUs for a local Ray.", show_default="all")] = None,
-    num_gpus: Annotated[Optional[int], typer.Option(help="GPUs for a local Ray.", show_default="all")] = None,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs for a local Ray.", show_default="all")] = None,
+    num_gpus: Annotated[int | None, typer.Option(help="GPUs for a local Ray.", show_default="all")] = None,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs (and torch threads) per run.")] = 1,
     gpus_per_trial: Annotated[float, typer.Option(help="GPUs per run; fractions share a GPU. >0 trains on CUDA.")] = 0,
     address: Annotated[
-        Optional[str], typer.Option(help="Join a running Ray cluster, e.g. 'auto' on its head.", show_default="local")
+        str | None, typer.Option(help="Join a running Ray cluster, e.g. 'auto' on its head.", show_default="local")
     ] = None,
     storage: Annotated[
-        Optional[str], typer.Option(help="Where Tune keeps its state: a path or s3://….", show_default="OUT/tune")
+        str | None, typer.Option(help="Where Tune keeps its state: a path or s3://….", show_default="OUT/tune")
     ] = None,
     epochs: Annotated[
-        Optional[int], typer.Option(help="Override every recipe's epochs (recorded).", show_default="the recipe's")
+        int | None, typer.Option(help="Override every recipe's epochs (recorded).", show_default="the recipe's")
     ] = None,
     data_dir: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(help="MNIST folder (holding MNIST/raw).", show_default="$SWEEP_DATA_DIR or ~/.cache/cnn-sweeps"),
     ] = None,
-    quick: Annotated[bool, typer.Option(help="10 % stratified train slice, 1 epoch, full test set; rows marked quick.")] = False,
-    bf16: Annotated[bool, typer.Option(help="Train under bf16 autocast (recorded with the rows) instead of fp32.")] = False,
-    max_failures: Annotated[int, typer.Option(help="Retries of a run whose worker fails, from its last checkpoint.")] = 2,
-    dry_run: Annotated[bool, typer.Option(help="Print what would be trained, resumed and kept; start nothing.")] = False,
+    quick: Annotated[
+        bool, typer.Option(help="10 % stratified train slice, 1 epoch, full test set; rows marked quick.")
+    ] = False,
+    bf16: Annotated[
+        bool, typer.Option(help="Train under bf16 autocast (recorded with the rows) instead of fp32.")
+    ] = False,
+    max_failures: Annotated[
+        int, typer.Option(help="Retries of a run whose worker fails, from its last checkpoint.")
+    ] = 2,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print what would be trained, resumed and kept; start nothing.")
+    ] = False,
     vary: Annotated[
-        str, typer.Option(help="Random streams the seed varies: all, none, or a comma list of init, order, augment, "
-                          "dropout; the others stay at --base-seed's.")
+        str,
+        typer.Option(
+            help="Random streams the seed varies: all, none, or a comma list of init, order, augment, "
+            "dropout; the others stay at --base-seed's."
+        ),
     ] = "all",
     base_seed: Annotated[int, typer.Option(help="Seed of the streams --vary holds still.")] = 0,
 ) -> None:
@@ -149,10 +160,23 @@ def run(
     from sweeps.runner import SweepConfig, prepare, run_sweep
 
     config = SweepConfig(
-        steps=tuple(steps), seeds=seeds if seeds is not None else (2 if quick else 5), seed_start=seed_start,
-        out=out, data_dir=data_dir, num_cpus=num_cpus, num_gpus=num_gpus, cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial, address=address, storage=storage, epochs=epochs, quick=quick,
-        precision="bf16" if bf16 else "fp32", max_failures=max_failures, vary=vary, base_seed=base_seed,
+        steps=tuple(steps),
+        seeds=seeds if seeds is not None else (2 if quick else 5),
+        seed_start=seed_start,
+        out=out,
+        data_dir=data_dir,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        address=address,
+        storage=storage,
+        epochs=epochs,
+        quick=quick,
+        precision="bf16" if bf16 else "fp32",
+        max_failures=max_failures,
+        vary=vary,
+        base_seed=base_seed,
     )
     if dry_run:
         _print_plan(prepare(config))
@@ -160,15 +184,20 @@ def run(
     summary = run_sweep(config)
     sweep = summary.plan
     _say_quarantined(sweep.quarantined)
-    typer.echo(f"sweep {summary.sweep_id}: {len(sweep.runs)} runs asked, {len(sweep.done)} already in {out}, "
-               f"{len(summary.trained)} trained now ({summary.resumed} resumed) in {summary.seconds:.0f} s, "
-               f"{len(summary.failed)} failed")
+    typer.echo(
+        f"sweep {summary.sweep_id}: {len(sweep.runs)} runs asked, {len(sweep.done)} already in {out}, "
+        f"{len(summary.trained)} trained now ({summary.resumed} resumed) in {summary.seconds:.0f} s, "
+        f"{len(summary.failed)} failed"
+    )
     for line in summary.failed:
         typer.echo(f"  failed: {line}", err=True)
     if summary.unfinished:
         again = shlex.join(["sweep", *sys.argv[1:]])
-        typer.echo(f"interrupted: {summary.unfinished} of {len(sweep.todo)} runs unfinished (finished runs are "
-                   f"saved); continue with: {again}", err=True)
+        typer.echo(
+            f"interrupted: {summary.unfinished} of {len(sweep.todo)} runs unfinished (finished runs are "
+            f"saved); continue with: {again}",
+            err=True,
+        )
         raise typer.Exit(130)
     if summary.failed:
         typer.echo("re-run the same command to retry the failed runs", err=True)
@@ -190,8 +219,10 @@ def _print_plan(sweep) -> None:
         typer.echo(f"{step:<17} {_ranges(done):<12} {', '.join(resume) or '-':<24} {_ranges(new)}")
     todo = sweep.todo
     total = sum(r.recipe.epochs for r in sweep.runs)
-    typer.echo(f"{len(todo)} of {len(sweep.runs)} runs to train: {sum(map(sweep.epochs_left, todo))} model-epochs "
-               f"of {total} in all")
+    typer.echo(
+        f"{len(todo)} of {len(sweep.runs)} runs to train: {sum(map(sweep.epochs_left, todo))} model-epochs "
+        f"of {total} in all"
+    )
 
 
 def _say_quarantined(moved) -> None:

@@ -7,8 +7,8 @@ import contextlib
 import os
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import ray
 import torch
@@ -16,8 +16,9 @@ import torch
 from sweeps import BadSweep, project_version
 
 
-def check_resources(address: str | None, num_cpus: int | None, num_gpus: int | None, cpus_per_trial: float,
-                    gpus_per_trial: float) -> None:
+def check_resources(
+    address: str | None, num_cpus: int | None, num_gpus: int | None, cpus_per_trial: float, gpus_per_trial: float
+) -> None:
     """Resources of a local Ray, or that ``address`` answers at all; a cluster's nodes are checked once joined."""
     if address:
         if address != "auto":

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,14 +57,26 @@ EPOCH_COLUMNS = [
     ("params", pa.int64(), "trainable parameters"),
     ("run_id", pa.string(), "`<step>/seed=<S>/<recipe_hash>`"),
     ("sweep_id", pa.string(), "id of the `sweep run` invocation that finished the run"),
-    ("recipe_hash", pa.string(), "12 hex digits over the network and the effective recipe (incl. overrides and "
-     "quick); rows with different hashes under one step are not comparable"),
+    (
+        "recipe_hash",
+        pa.string(),
+        "12 hex digits over the network and the effective recipe (incl. overrides and "
+        "quick); rows with different hashes under one step are not comparable",
+    ),
     ("quick", pa.bool_(), "trained with `--quick` (10 % stratified train slice, 1 epoch unless --epochs)"),
     ("overrides", pa.string(), "JSON object of recipe fields overridden on the command line, `{}` when none"),
     ("precision", pa.string(), "`fp32` or `bf16`"),
-    ("vary", pa.string(), "the random streams that vary with the seed (`sweep run --vary`): `all`, `none`, or a "
-     "comma list of `init`, `order`, `augment`, `dropout`; the others are held at the base seed's"),
-    ("base_seed", pa.int64(), "the seed whose streams the ones not varied take (`--base-seed`); 0 when `vary` is `all`"),
+    (
+        "vary",
+        pa.string(),
+        "the random streams that vary with the seed (`sweep run --vary`): `all`, `none`, or a "
+        "comma list of `init`, `order`, `augment`, `dropout`; the others are held at the base seed's",
+    ),
+    (
+        "base_seed",
+        pa.int64(),
+        "the seed whose streams the ones not varied take (`--base-seed`); 0 when `vary` is `all`",
+    ),
     ("seed_init", pa.int64(), "seed of the weight-initialisation stream actually used"),
     ("seed_order", pa.int64(), "seed of the data-order stream actually used"),
     ("seed_augment", pa.int64(), "seed of the augmentation (rotation angle) stream actually used"),
@@ -76,7 +89,11 @@ EPOCH_COLUMNS = [
     ("wall_time", pa.timestamp("us", tz="UTC"), "when the epoch finished"),
 ]
 PREDICTION_COLUMNS = [
-    *(c for c in EPOCH_COLUMNS if c[0] in ("submission", "seed", "run_id", "recipe_hash", "quick", "vary", "base_seed")),
+    *(
+        c
+        for c in EPOCH_COLUMNS
+        if c[0] in ("submission", "seed", "run_id", "recipe_hash", "quick", "vary", "base_seed")
+    ),
     ("epoch", pa.int32(), "the final epoch, whose predictions these are"),
     ("n", pa.int32(), "number of test images (10,000)"),
     ("pred", pa.binary(), "`n` bytes: predicted label (uint8) per test image, in test-set order"),
@@ -100,11 +117,18 @@ STEP_COLUMNS = [
     ("claimed_log", pa.list_(pa.float64()), "the seed's own per-epoch test accuracy log, percent, epoch 1 first"),
     ("claim_note", pa.string(), "where the seed contradicts itself, what we read it as"),
     ("assumptions", pa.list_(pa.string()), "recipe values we assumed because the seed is silent, `field = value: why`"),
-    ("target_accuracy", pa.float64(), "test accuracy the seed itself set out to reach with this step, percent (nullable)"),
+    (
+        "target_accuracy",
+        pa.float64(),
+        "test accuracy the seed itself set out to reach with this step, percent (nullable)",
+    ),
     ("target_params", pa.int64(), "parameter count the seed's own target stays below (nullable)"),
     ("target_epochs", pa.int32(), "epochs the seed's own target allows at most (nullable)"),
-    ("target_source", pa.string(), "the seed's line number(s) and words for its own target (\"(no numbers)\" where it sets "
-     "none)"),
+    (
+        "target_source",
+        pa.string(),
+        'the seed\'s line number(s) and words for its own target ("(no numbers)" where it sets none)',
+    ),
 ]
 
 
@@ -233,7 +257,9 @@ def markdown() -> str:
         lines = ["| column | type | meaning |", "| --- | --- | --- |", *first]
         return "\n".join(lines + [f"| {name} | {type_} | {meaning} |" for name, type_, meaning in columns])
 
-    step_row = "| step | string (hive partition) | step name, e.g. `s001-model3`: the `step=<name>` folder, not stored in "
+    step_row = (
+        "| step | string (hive partition) | step name, e.g. `s001-model3`: the `step=<name>` folder, not stored in "
+    )
     step_row += "the files |"
     return f"""\
 # The results folder (`--out`)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -53,8 +54,13 @@ def rows(run: Run, history: list[dict[str, Any]], **columns: Any) -> list[dict[s
 
 def write_run(out: Path, run: Run, rows: list[dict[str, Any]], predictions: np.ndarray, labels: np.ndarray) -> None:
     """Write a finished run: its epoch rows, then its final-epoch predictions, then drop its in-flight marker."""
-    pred = {**run.columns, "epoch": rows[-1]["epoch"], "n": len(predictions),
-            "pred": predictions.astype(np.uint8).tobytes(), "correct": np.packbits(predictions == labels).tobytes()}
+    pred = {
+        **run.columns,
+        "epoch": rows[-1]["epoch"],
+        "n": len(predictions),
+        "pred": predictions.astype(np.uint8).tobytes(),
+        "correct": np.packbits(predictions == labels).tobytes(),
+    }
     write_table(run_file(out, EPOCHS, *run.key), rows, EPOCH_SCHEMA)
     write_table(run_file(out, PREDICTIONS, *run.key), [pred], PREDICTION_SCHEMA)
     marker_file(out, *run.key).unlink(missing_ok=True)
@@ -101,8 +107,9 @@ def check_compatible(out: Path, done: dict[tuple[str, int, str], tuple], runs: I
         key = tuple(run.columns[c] for c in COMPARABLE)
         have = existing.get((run.step, run.tag), key)
         if have != key:
-            raise Incompatible(f"{out} holds {kind(*have)} for {run.step}; this sweep would add {kind(*key)}: "
-                               "use another --out")
+            raise Incompatible(
+                f"{out} holds {kind(*have)} for {run.step}; this sweep would add {kind(*key)}: use another --out"
+            )
 
 
 def resumable(out: Path) -> dict[tuple[str, int, str], tuple[str, int]]:
@@ -129,13 +136,27 @@ def step_row(run: Run) -> dict[str, Any]:
     step = zoo.get_step(run.step)
     c = step.claims
     return {
-        "step": step.name, "submission": step.submission, "order": step.order, "title": step.title,
-        "source": step.source, "params": run.params, "epochs": step.recipe.epochs,
-        "batch_size": run.recipe.batch_size, "recipe": json.dumps(dataclasses.asdict(run.recipe)),
-        "recipe_hash": run.recipe_hash, "claimed_params": c.params, "claimed_best_test": c.best_test,
-        "claimed_best_train": c.best_train, "claimed_best_epoch": c.best_epoch, "claimed_log": list(c.log) or None,
-        "claim_note": c.note, "assumptions": step.assumption_lines(), "target_accuracy": step.target.accuracy,
-        "target_params": step.target.params, "target_epochs": step.target.epochs, "target_source": step.target.source,
+        "step": step.name,
+        "submission": step.submission,
+        "order": step.order,
+        "title": step.title,
+        "source": step.source,
+        "params": run.params,
+        "epochs": step.recipe.epochs,
+        "batch_size": run.recipe.batch_size,
+        "recipe": json.dumps(dataclasses.asdict(run.recipe)),
+        "recipe_hash": run.recipe_hash,
+        "claimed_params": c.params,
+        "claimed_best_test": c.best_test,
+        "claimed_best_train": c.best_train,
+        "claimed_best_epoch": c.best_epoch,
+        "claimed_log": list(c.log) or None,
+        "claim_note": c.note,
+        "assumptions": step.assumption_lines(),
+        "target_accuracy": step.target.accuracy,
+        "target_params": step.target.params,
+        "target_epochs": step.target.epochs,
+        "target_source": step.target.source,
     }
 
 
@@ -168,5 +189,7 @@ def status(out: Path) -> dict[str, StepStatus]:
         if m.get("error"):
             s.failed[f.seed] = m["error"]
         elif (f.step, f.seed, f.tag) not in done:
-            s.partial[f.seed] = f"{'running' if live else 'stopped at'} epoch {m.get('epoch', 0)}/{m.get('epochs', '?')}"
+            s.partial[f.seed] = (
+                f"{'running' if live else 'stopped at'} epoch {m.get('epoch', 0)}/{m.get('epochs', '?')}"
+            )
     return result

@@ -84,8 +84,10 @@ class SweepConfig:
             (self.max_failures >= 0, f"--max-failures must be 0 or more, not {self.max_failures}"),
             (self.base_seed >= 0, f"--base-seed must be 0 or more, not {self.base_seed}"),
             (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, not {self.precision!r}"),
-            (self.out.expanduser().resolve() != Path.cwd(),
-             f"--out '{self.out}' is the current folder; name a results folder of its own, e.g. --out results"),
+            (
+                self.out.expanduser().resolve() != Path.cwd(),
+                f"--out '{self.out}' is the current folder; name a results folder of its own, e.g. --out results",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -97,9 +99,17 @@ def plan(config: SweepConfig) -> list[Run]:
     device, threads = ("cuda" if config.gpus_per_trial > 0 else "cpu"), max(1, int(config.cpus_per_trial))
     runs = []
     for step in zoo.select(list(config.steps)):
-        first = Run.plan(step.name, config.seed_start, epochs=config.epochs, quick=config.quick,
-                         precision=config.precision, device=device, threads=threads, vary=config.vary,
-                         base_seed=config.base_seed)
+        first = Run.plan(
+            step.name,
+            config.seed_start,
+            epochs=config.epochs,
+            quick=config.quick,
+            precision=config.precision,
+            device=device,
+            threads=threads,
+            vary=config.vary,
+            base_seed=config.base_seed,
+        )
         runs += [dataclasses.replace(first, seed=s) for s in range(config.seed_start, config.seed_start + config.seeds)]
     return runs
 
@@ -160,8 +170,9 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
     out, todo, summary = sweep.out, sweep.todo, SweepSummary(_sweep_id(), sweep)
     if not todo:
         return summary
-    cluster.check_resources(config.address, config.num_cpus, config.num_gpus, config.cpus_per_trial,
-                            config.gpus_per_trial)
+    cluster.check_resources(
+        config.address, config.num_cpus, config.num_gpus, config.cpus_per_trial, config.gpus_per_trial
+    )
     cluster.check_storage(config.storage)
     data = data if data is not None else load_mnist(config.data_dir)
     cluster.check_writable(out)
@@ -176,8 +187,12 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
             cluster.check_nodes(config.cpus_per_trial, config.gpus_per_trial)
             results.write_steps(out, sweep.runs)
             runs, epochs = {r.name: r for r in todo}, sum(map(sweep.epochs_left, todo))
-            print(f"{len(todo)} runs to train ({len(sweep.resume)} resume from a checkpoint), {epochs} model-epochs; "
-                  "workers start and import torch", file=stream, flush=True)
+            print(
+                f"{len(todo)} runs to train ({len(sweep.resume)} resume from a checkpoint), {epochs} model-epochs; "
+                "workers start and import torch",
+                file=stream,
+                flush=True,
+            )
             start = time.monotonic()
             writer = ResultsWriter(out, runs, data.test_y.numpy(), sweep_id=summary.sweep_id, **cluster.versions())
             progress = Progress(runs, epochs, stream)
@@ -190,6 +205,7 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
     finally:
         lock.release()
     return summary
+
 
 def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, runs: dict[str, Run], data: MNIST, callbacks):
     """One trial per run, the largest networks first, named by the run's name (config ``run``); the trainable looks
@@ -257,8 +273,14 @@ class ResultsWriter(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run = self.runs[trial.config["run"]]
-        results.write_marker(self.out, *run.key, epoch=result["epoch"], epochs=run.recipe.epochs,
-                             sweep_id=self.columns["sweep_id"], error=None)
+        results.write_marker(
+            self.out,
+            *run.key,
+            epoch=result["epoch"],
+            epochs=run.recipe.epochs,
+            sweep_id=self.columns["sweep_id"],
+            error=None,
+        )
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         run, fs = self.runs[trial.config["run"]], checkpoint.filesystem.type_name

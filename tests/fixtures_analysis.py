@@ -12,42 +12,109 @@ from pathlib import Path
 
 import numpy as np
 
-from sweeps.layout import EPOCH_SCHEMA, EPOCHS, PREDICTION_SCHEMA, PREDICTIONS, STEP_SCHEMA, STEPS, run_file, write_table
+from sweeps.layout import (
+    EPOCH_SCHEMA,
+    EPOCHS,
+    PREDICTION_SCHEMA,
+    PREDICTIONS,
+    STEP_SCHEMA,
+    STEPS,
+    run_file,
+    write_table,
+)
 
 HASH = "0123456789ab"
 
 
-def write_run(out: Path, step: str, seed: int, accs, *, submission: str = "000", params: int = 7_000,
-              recipe_hash: str = HASH, quick: bool = False, epochs: int | None = None, overrides: str = "{}",
-              precision: str = "fp32", vary: str = "all", base_seed: int = 0, correct=None) -> None:
+def write_run(
+    out: Path,
+    step: str,
+    seed: int,
+    accs,
+    *,
+    submission: str = "000",
+    params: int = 7_000,
+    recipe_hash: str = HASH,
+    quick: bool = False,
+    epochs: int | None = None,
+    overrides: str = "{}",
+    precision: str = "fp32",
+    vary: str = "all",
+    base_seed: int = 0,
+    correct=None,
+) -> None:
     """One finished run: its epoch rows (test accuracies `accs`, percent, multiples of 0.01) and, when `correct`
     (bool per test image) is given, its predictions row."""
     tag = "" if vary == "all" else f"vary-{vary.replace(',', '+')}-b{base_seed}"  # as cnn.train.Run.tag
-    fixed = {"submission": submission, "seed": seed, "run_id": f"{step}/seed={seed}/{recipe_hash}",
-             "recipe_hash": recipe_hash, "quick": quick, "vary": vary, "base_seed": base_seed}
+    fixed = {
+        "submission": submission,
+        "seed": seed,
+        "run_id": f"{step}/seed={seed}/{recipe_hash}",
+        "recipe_hash": recipe_hash,
+        "quick": quick,
+        "vary": vary,
+        "base_seed": base_seed,
+    }
     rows = [
-        {**fixed, "epoch": epoch, "epochs": epochs or len(accs), "train_loss": 0.05, "train_acc": 99.0,
-         "test_loss": 0.02, "test_acc": correct_count / 10_000 * 100, "test_correct": correct_count,
-         "test_total": 10_000, "lr": 0.01, "epoch_seconds": 1.5, "images_per_sec": 40_000.0, "params": params,
-         "sweep_id": "test-sweep", "overrides": overrides, "precision": precision, "device": "cpu", "host": "test",
-         "torch_version": "2.5.0", "ray_version": "2.40.0", "project_version": "0.1.0", "seed_init": seed,
-         "seed_order": seed, "seed_augment": seed, "seed_dropout": seed,
-         "wall_time": datetime(2025, 1, 1, tzinfo=timezone.utc)}
+        {
+            **fixed,
+            "epoch": epoch,
+            "epochs": epochs or len(accs),
+            "train_loss": 0.05,
+            "train_acc": 99.0,
+            "test_loss": 0.02,
+            "test_acc": correct_count / 10_000 * 100,
+            "test_correct": correct_count,
+            "test_total": 10_000,
+            "lr": 0.01,
+            "epoch_seconds": 1.5,
+            "images_per_sec": 40_000.0,
+            "params": params,
+            "sweep_id": "test-sweep",
+            "overrides": overrides,
+            "precision": precision,
+            "device": "cpu",
+            "host": "test",
+            "torch_version": "2.5.0",
+            "ray_version": "2.40.0",
+            "project_version": "0.1.0",
+            "seed_init": seed,
+            "seed_order": seed,
+            "seed_augment": seed,
+            "seed_dropout": seed,
+            "wall_time": datetime(2025, 1, 1, tzinfo=timezone.utc),
+        }
         for epoch, correct_count in enumerate(np.round(np.asarray(accs) * 100).astype(int).tolist(), start=1)
     ]
     write_table(run_file(out, EPOCHS, step, seed, tag), rows, EPOCH_SCHEMA)
     if correct is not None:
         correct = np.asarray(correct, dtype=bool)
-        pred = {**fixed, "epoch": len(accs), "n": len(correct), "pred": bytes(len(correct)),
-                "correct": np.packbits(correct).tobytes()}
+        pred = {
+            **fixed,
+            "epoch": len(accs),
+            "n": len(correct),
+            "pred": bytes(len(correct)),
+            "correct": np.packbits(correct).tobytes(),
+        }
         write_table(run_file(out, PREDICTIONS, step, seed, tag), [pred], PREDICTION_SCHEMA)
 
 
 def write_steps(out: Path, steps: list[dict]) -> None:
     """steps.parquet from dicts holding at least step, submission, order, params, epochs."""
-    defaults = {"title": "", "source": "", "batch_size": 64, "recipe": "{}", "recipe_hash": HASH,
-                "claimed_params": None, "claimed_best_test": None, "claimed_best_train": None,
-                "claimed_best_epoch": None, "claimed_log": None, "claim_note": "", "assumptions": []}
+    defaults = {
+        "title": "",
+        "source": "",
+        "batch_size": 64,
+        "recipe": "{}",
+        "recipe_hash": HASH,
+        "claimed_params": None,
+        "claimed_best_test": None,
+        "claimed_best_train": None,
+        "claimed_best_epoch": None,
+        "claimed_log": None,
+        "claim_note": "",
+        "assumptions": [],
+    }
     write_table(out / STEPS, [defaults | s for s in steps], STEP_SCHEMA)
 
 
@@ -65,15 +132,33 @@ def write_demo(out: Path, sizes=(3, 2), seeds: int = 8, random_state: int = 0) -
         step, epochs, params = f"s{i + 1:03d}-model{order}", 15 if i % 3 else 20, 5_500 + 800 * order
         level = 99.22 + 0.25 * order / 3 + 0.05 * (submission == "001")
         log = list(np.round(level + 0.1 - 1.5 * np.exp(-np.arange(epochs) / 2.5), 2))
-        steps.append({"step": step, "submission": submission, "order": order, "title": f"Step {order}: model {order}",
-                      "source": f"{submission}.md", "params": params, "epochs": epochs,
-                      "claimed_best_test": max(log), "claimed_log": log, "claimed_best_epoch": int(np.argmax(log)) + 1,
-                      "assumptions": ["batch_size = 64: the seed does not say"] if order == 2 else []})
+        steps.append(
+            {
+                "step": step,
+                "submission": submission,
+                "order": order,
+                "title": f"Step {order}: model {order}",
+                "source": f"{submission}.md",
+                "params": params,
+                "epochs": epochs,
+                "claimed_best_test": max(log),
+                "claimed_log": log,
+                "claimed_best_epoch": int(np.argmax(log)) + 1,
+                "assumptions": ["batch_size = 64: the seed does not say"] if order == 2 else [],
+            }
+        )
         for seed in range(seeds):
             true = level - 1.5 * np.exp(-np.arange(epochs) / 2.5) + rng.normal(0, 0.04)
             accs = rng.binomial(10_000, np.clip(true, 0, 100) / 100) / 100
             correct = np.ones(10_000, bool)
             correct[rng.choice(hard, 10_000 - round(accs[-1] * 100), replace=False)] = False
-            write_run(out, step, seed, accs, submission=submission, params=params,
-                      correct=None if seed == seeds - 1 else correct)
+            write_run(
+                out,
+                step,
+                seed,
+                accs,
+                submission=submission,
+                params=params,
+                correct=None if seed == seeds - 1 else correct,
+            )
     write_steps(out, steps)

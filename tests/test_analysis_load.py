@@ -79,8 +79,16 @@ def test_quick_and_full_rows_are_kept_apart(folder):
 
 
 def test_labels_extend_the_step_name_only_as_far_as_needed():
-    keys = pd.DataFrame({"step": ["a", "a", "a", "b"], "recipe_hash": ["1111111aaa", "2222222bbb", "3333333ccc", "x"],
-                         "quick": [False, False, True, True], "precision": "fp32", "vary": "all", "base_seed": 0})
+    keys = pd.DataFrame(
+        {
+            "step": ["a", "a", "a", "b"],
+            "recipe_hash": ["1111111aaa", "2222222bbb", "3333333ccc", "x"],
+            "quick": [False, False, True, True],
+            "precision": "fp32",
+            "vary": "all",
+            "base_seed": 0,
+        }
+    )
     assert group_labels(keys).tolist() == ["a @1111111", "a @2222222", "a [quick]", "b [quick]"]
     assert group_labels(keys[keys["quick"]]).tolist() == ["a", "b"]  # all quick: the report says so once
     bf16 = keys.assign(precision=["fp32", "fp32", "fp32", "bf16"])

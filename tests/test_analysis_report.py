@@ -64,8 +64,9 @@ def test_cli_prints_the_verdict_table_and_writes_report(demo):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split()[:4] == ["step", "params", "epochs", "seeds"]
-    assert [line.split()[0] for line in lines[1:6]] == [f"s00{i}-model{o}" for i, o in
-                                                          zip(range(1, 6), (1, 2, 3, 1, 2))]
+    assert [line.split()[0] for line in lines[1:6]] == [
+        f"s00{i}-model{o}" for i, o in zip(range(1, 6), (1, 2, 3, 1, 2))
+    ]
     assert f"report: {out / 'report.html'}" in result.stdout
 
 
@@ -78,8 +79,9 @@ def test_html_is_self_contained(demo):
     for attrs in images:
         assert attrs["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(attrs["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
-    fetching = [(t, a) for t, a in tags for k in ("src", "href", "action")
-                if re.match(r"\s*(https?:)?//", a.get(k) or "")]
+    fetching = [
+        (t, a) for t, a in tags for k in ("src", "href", "action") if re.match(r"\s*(https?:)?//", a.get(k) or "")
+    ]
     assert fetching == [] and not any(t == "link" or (t == "script" and "src" in a) for t, a in tags)
     assert "@import" not in text and "url(" not in text
 
@@ -89,8 +91,14 @@ def test_html_holds_the_tables_summary_and_definitions(demo):
     text = (out / "report.html").read_text()
     table = re.search(r'<table id="verdict-table">(.*?)</table>', text, re.S).group(1)
     assert table.count("<tr>") == 1 + 5 and 'class="verdict LUCKY"' in table
-    for heading in ("Submission 000", "Submission 001", "Definitions and options", "Progression",
-                    "How much of the spread is the test set", "Columns of steps_summary.csv"):
+    for heading in (
+        "Submission 000",
+        "Submission 001",
+        "Definitions and options",
+        "Progression",
+        "How much of the spread is the test set",
+        "Columns of steps_summary.csv",
+    ):
         assert heading in text
     assert "99.40 % test accuracy" in text and "in each of the last 3 epochs" in text
     for term, meaning in definitions(Options()).items():  # the definitions section is the code's
@@ -108,7 +116,10 @@ def test_csv_numbers_recompute_from_the_epoch_rows(demo):
     assert steps.columns.tolist() == list(STEPS_COLUMNS)  # every column documented, and only those
     assert steps["in_plain_words"].str.startswith(tuple(v.capitalize() + ":" for v in steps["verdict"])).all()
     assert pd.read_csv(out / "progression.csv")[["before", "after"]].values.tolist() == [
-        ["s001-model1", "s002-model2"], ["s002-model2", "s003-model3"], ["s004-model1", "s005-model2"]]
+        ["s001-model1", "s002-model2"],
+        ["s002-model2", "s003-model3"],
+        ["s004-model1", "s005-model2"],
+    ]
 
 
 def check_runs_summary(out, runs: pd.DataFrame, target=99.40, last_k=3):
@@ -130,10 +141,25 @@ def test_headless_chromium_loads_every_figure(demo, tmp_path):
     if CHROMIUM is None:
         pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium)")
     out, _ = demo
-    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                          "--disable-component-update", "--disable-sync", "--no-first-run",
-                          f"--user-data-dir={tmp_path}", "--virtual-time-budget=10000", "--dump-dom",
-                          (out / "report.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            (out / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert 'data-figures-loaded="7/7"' in dom  # set by the report's script once the page has loaded
     assert dom.count('data-loaded="yes"') == 7 and 'data-loaded="no"' not in dom
     assert re.search(r'<table id="verdict-table">.*s005-model2.*</table>', dom, re.S)
@@ -160,8 +186,7 @@ def test_quick_and_full_rows_are_reported_apart(tmp_path):
     text = verdict_text(summary)
     assert re.search(r"^s1 +7,000 ok +3 ok +2 +2/2 ", text, re.M)
     # the quick runs count 2 epochs, fewer than K = 3: too short to judge
-    assert re.search(r"^s1 \[quick\] +7,000 ok +2 of 3 ok +2 \(2 too short\) +0/2 .* - +TOO SHORT +- +", text,
-                     re.M)
+    assert re.search(r"^s1 \[quick\] +7,000 ok +2 of 3 ok +2 \(2 too short\) +0/2 .* - +TOO SHORT +- +", text, re.M)
     assert "quick rows appear as separate steps marked [quick]" in render_html(results, summary, {})
     (tmp_path / "runs" / "s1").mkdir(parents=True)
     (tmp_path / "runs" / "s1" / "seed-0009.json").write_text("{}")
@@ -170,8 +195,9 @@ def test_quick_and_full_rows_are_reported_apart(tmp_path):
 
 
 def has_target_line(ax, target):
-    return any(set(np.ravel(line.get_xdata())) == {target} or set(np.ravel(line.get_ydata())) == {target}
-               for line in ax.lines)
+    return any(
+        set(np.ravel(line.get_xdata())) == {target} or set(np.ravel(line.get_ydata())) == {target} for line in ax.lines
+    )
 
 
 def test_figures_return_figures_with_the_target_line(tmp_path):
@@ -203,8 +229,20 @@ def test_report_on_real_sweep(sweep_results, tmp_path):
 
 
 def test_claim_above_our_max_names_the_assumptions(tmp_path):
-    write_steps(tmp_path, [{"step": "s1", "submission": "000", "order": 1, "params": 7_000, "epochs": 3,
-                            "claimed_best_test": 99.70, "assumptions": ["lr = 0.01: the seed does not say"]}])
+    write_steps(
+        tmp_path,
+        [
+            {
+                "step": "s1",
+                "submission": "000",
+                "order": 1,
+                "params": 7_000,
+                "epochs": 3,
+                "claimed_best_test": 99.70,
+                "assumptions": ["lr = 0.01: the seed does not say"],
+            }
+        ],
+    )
     for seed in (0, 1):
         write_run(tmp_path, "s1", seed, [99.2, 99.45, 99.5 - seed / 10])
     results = load_results(tmp_path)
@@ -242,22 +280,38 @@ def test_plain_words_say_what_the_spread_means_for_luck(tmp_path):
         write_run(tmp_path, "s1", seed, [99.2, 99.45, final])
     summary = summarize(load_results(tmp_path))
     step = next(summary.steps.itertuples())
-    assert step.spread == "test set" and step.var_model_hi == pytest.approx(5 * 0.00128 / 0.8312 - step.var_test,
-                                                                            abs=1e-5)
+    assert step.spread == "test set" and step.var_model_hi == pytest.approx(
+        5 * 0.00128 / 0.8312 - step.var_test, abs=1e-5
+    )
     words = in_plain_words(step, summary.options)
-    assert words.startswith("Lucky: 6 of 6 seeds reached 99.40 % at some epoch and 0 of 6 held it through the last 3 "
-                            "epochs. Final accuracy scatters across seeds by 0.036 pp (SD); the test set alone would "
-                            "make it scatter by 0.078 pp. That is all test-set noise: no seed is luckier than another. "
-                            "The step has one true accuracy, about 99.38 %, read with a noisy ruler, and its hits of "
-                            "the target are the ruler's noise, not lucky seeds.")
+    assert words.startswith(
+        "Lucky: 6 of 6 seeds reached 99.40 % at some epoch and 0 of 6 held it through the last 3 "
+        "epochs. Final accuracy scatters across seeds by 0.036 pp (SD); the test set alone would "
+        "make it scatter by 0.078 pp. That is all test-set noise: no seed is luckier than another. "
+        "The step has one true accuracy, about 99.38 %, read with a noisy ruler, and its hits of "
+        "the target are the ruler's noise, not lucky seeds."
+    )
     assert "-0.00" not in verdict_text(summary) and "-0.00" not in render_html(load_results(tmp_path), summary, {})
 
 
 def test_verdict_table_marks_the_seeds_own_target(tmp_path):
-    write_steps(tmp_path, [
-        {"step": "s1", "submission": "000", "order": 1, "params": 9_000, "epochs": 3, "target_accuracy": 99.45,
-         "target_params": 10_000, "target_epochs": 2, "target_source": "000 line 1: 'under 10k in 2 epochs'"},
-        {"step": "s2", "submission": "000", "order": 2, "params": 7_000, "epochs": 3}])
+    write_steps(
+        tmp_path,
+        [
+            {
+                "step": "s1",
+                "submission": "000",
+                "order": 1,
+                "params": 9_000,
+                "epochs": 3,
+                "target_accuracy": 99.45,
+                "target_params": 10_000,
+                "target_epochs": 2,
+                "target_source": "000 line 1: 'under 10k in 2 epochs'",
+            },
+            {"step": "s2", "submission": "000", "order": 2, "params": 7_000, "epochs": 3},
+        ],
+    )
     for seed in (0, 1):  # best epochs 99.5 and 99.45: both reach 99.45
         write_run(tmp_path, "s1", seed, [99.2, 99.45, 99.5 - seed / 10], params=9_000)
     write_run(tmp_path, "s2", 0, [99.0, 99.1, 99.2])

@@ -9,8 +9,11 @@ from analysis.stats import Options, source_words, summarize
 from tests.fixtures_analysis import write_run, write_steps
 
 # final accuracies per --vary setting: order spreads them most, init hardly at all
-FINALS = {"all": [99.30, 99.50, 99.20, 99.45], "order": [99.25, 99.55, 99.35, 99.45], "init": [99.38, 99.40, 99.39,
-                                                                                                 99.41]}
+FINALS = {
+    "all": [99.30, 99.50, 99.20, 99.45],
+    "order": [99.25, 99.55, 99.35, 99.45],
+    "init": [99.38, 99.40, 99.39, 99.41],
+}
 
 
 @pytest.fixture

@@ -40,29 +40,55 @@ from tests.fixtures_analysis import write_run, write_steps
 
 def epochs_frame(runs: dict) -> pd.DataFrame:
     """Epoch rows of runs {(group, seed): accs}, accuracies computed as the trainer does: 100 * correct / 10,000."""
-    rows = [{"group": g, "step": g, "seed": s, "epoch": i + 1, "epochs": len(accs),
-             "test_acc": round(a * 100) / 10_000 * 100, "test_total": 10_000, "recipe_hash": "h", "quick": False}
-            for (g, s), accs in runs.items() for i, a in enumerate(accs)]
+    rows = [
+        {
+            "group": g,
+            "step": g,
+            "seed": s,
+            "epoch": i + 1,
+            "epochs": len(accs),
+            "test_acc": round(a * 100) / 10_000 * 100,
+            "test_total": 10_000,
+            "recipe_hash": "h",
+            "quick": False,
+        }
+        for (g, s), accs in runs.items()
+        for i, a in enumerate(accs)
+    ]
     return pd.DataFrame(rows)
 
 
 def test_run_summary_by_hand():
-    epochs = epochs_frame({
-        ("a", 0): [99.30, 99.45, 99.38, 99.41, 99.42],  # lucky: hits at epoch 2, dips to 99.38 in the last 3
-        ("a", 1): [99.10, 99.40, 99.41, 99.40, 99.40, 99.00],  # consistent at exactly 99.40; epoch 6 is past budget
-        ("a", 2): [98.00, 99.50],  # trained 2 epochs only (quick): fewer than K = 3, too short to judge
-        ("b", 0): [99.00, 99.10, 99.20],  # never
-    })
+    epochs = epochs_frame(
+        {
+            ("a", 0): [99.30, 99.45, 99.38, 99.41, 99.42],  # lucky: hits at epoch 2, dips to 99.38 in the last 3
+            ("a", 1): [99.10, 99.40, 99.41, 99.40, 99.40, 99.00],  # consistent at exactly 99.40; epoch 6 is past budget
+            ("a", 2): [98.00, 99.50],  # trained 2 epochs only (quick): fewer than K = 3, too short to judge
+            ("b", 0): [99.00, 99.10, 99.20],  # never
+        }
+    )
     runs = run_summary(epochs, pd.Series({"a": 5, "b": 3}), target=99.40, last_k=3).set_index(["group", "seed"])
-    expected = pd.DataFrame({
-        "budget": [5, 5, 2, 3], "best_acc": [99.45, 99.41, 99.50, 99.20], "best_epoch": [2, 3, 2, 3],
-        "final_acc": [99.42, 99.40, 99.50, 99.20], "lastk_min": [99.38, 99.40, np.nan, 99.00],
-        "first_epoch_at_target": [2, 2, 2, np.nan], "hit": [True, True, True, False],
-        "too_short": [False, False, True, False],
-        "consistent": [False, True, False, False], "lucky": [True, False, False, False],
-        "luck_gap": [99.45 - (99.38 + 99.41 + 99.42) / 3, 99.41 - (99.41 + 99.40 + 99.40) / 3, np.nan,
-                     99.20 - 99.10],
-    }, index=runs.index)
+    expected = pd.DataFrame(
+        {
+            "budget": [5, 5, 2, 3],
+            "best_acc": [99.45, 99.41, 99.50, 99.20],
+            "best_epoch": [2, 3, 2, 3],
+            "final_acc": [99.42, 99.40, 99.50, 99.20],
+            "lastk_min": [99.38, 99.40, np.nan, 99.00],
+            "first_epoch_at_target": [2, 2, 2, np.nan],
+            "hit": [True, True, True, False],
+            "too_short": [False, False, True, False],
+            "consistent": [False, True, False, False],
+            "lucky": [True, False, False, False],
+            "luck_gap": [
+                99.45 - (99.38 + 99.41 + 99.42) / 3,
+                99.41 - (99.41 + 99.40 + 99.40) / 3,
+                np.nan,
+                99.20 - 99.10,
+            ],
+        },
+        index=runs.index,
+    )
     pd.testing.assert_frame_equal(runs[expected.columns], expected, check_dtype=False, atol=1e-9)
     assert runs.loc[("a", 0), "final_se"] == pytest.approx(100 * math.sqrt(0.9942 * 0.0058 / 10_000))
 
@@ -74,26 +100,32 @@ def test_rate_interval_is_clopper_pearson():
     assert rate_interval(6, 6)[0] == pytest.approx(0.025 ** (1 / 6))  # 0.541
     low, high = rate_interval(2, 7)  # in general, each end leaves exactly 2.5 % in its binomial tail
     assert scipy.stats.binom.sf(1, 7, low) == pytest.approx(0.025) and scipy.stats.binom.cdf(2, 7, high) == (
-        pytest.approx(0.025))
+        pytest.approx(0.025)
+    )
     assert all(np.isnan(rate_interval(0, 0)))
 
 
-@pytest.mark.parametrize("consistent, hits, n, expected", [
-    (6, 6, 6, "CONSISTENT"),  # lower bound 0.025^(1/6) = 0.541
-    (5, 5, 5, "UNDECIDED"),  # lower bound 0.025^(1/5) = 0.478
-    (0, 1, 6, "LUCKY"),  # upper bound 1 - 0.025^(1/6) = 0.459
-    (0, 1, 5, "UNDECIDED"),  # upper bound 0.522
-    (0, 0, 5, "NEVER"),
-    (1, 2, 0, "TOO SHORT"),  # hits, but no run is long enough to judge
-])
+@pytest.mark.parametrize(
+    "consistent, hits, n, expected",
+    [
+        (6, 6, 6, "CONSISTENT"),  # lower bound 0.025^(1/6) = 0.541
+        (5, 5, 5, "UNDECIDED"),  # lower bound 0.025^(1/5) = 0.478
+        (0, 1, 6, "LUCKY"),  # upper bound 1 - 0.025^(1/6) = 0.459
+        (0, 1, 5, "UNDECIDED"),  # upper bound 0.522
+        (0, 0, 5, "NEVER"),
+        (1, 2, 0, "TOO SHORT"),  # hits, but no run is long enough to judge
+    ],
+)
 def test_verdict_boundaries(consistent, hits, n, expected):
     assert verdict(consistent, hits, n) == expected
 
 
 def beta_binomial_exact(x: int, more: int, a: int, b: int) -> Fraction:
     """C(N, x) B(x + a, N - x + b) / B(a, b) with integer a, b, where B(p, q) = (p-1)! (q-1)! / (p+q-1)!."""
+
     def beta(p, q):
         return Fraction(math.factorial(p - 1) * math.factorial(q - 1), math.factorial(p + q - 1))
+
     return math.comb(more, x) * beta(x + a, more - x + b) / beta(a, b)
 
 
@@ -126,8 +158,14 @@ def test_median_ci_is_the_order_statistic_interval():
 def test_test_set_noise():
     assert binomial_se(99.4, 10_000) == pytest.approx(0.0772, abs=1e-4)
     # exact binomial by hand: P(at least 9,940 of 10,000 right | p = 0.9935)
-    log_pmf = [math.lgamma(10_001) - math.lgamma(k + 1) - math.lgamma(10_001 - k) + k * math.log(0.9935)
-               + (10_000 - k) * math.log(0.0065) for k in range(9_940, 10_001)]
+    log_pmf = [
+        math.lgamma(10_001)
+        - math.lgamma(k + 1)
+        - math.lgamma(10_001 - k)
+        + k * math.log(0.9935)
+        + (10_000 - k) * math.log(0.0065)
+        for k in range(9_940, 10_001)
+    ]
     by_hand = sum(math.exp(x) for x in log_pmf)
     assert prob_at_least(99.40, 99.35, 10_000) == pytest.approx(by_hand, rel=1e-9)
     assert by_hand == pytest.approx(0.29, abs=0.01)
@@ -163,8 +201,7 @@ def test_variance_split_models_that_differ():
     # chi-square interval of the total with 1 df: 1250 / 5.0239 = 248.8 and 1250 / 0.000982 = 1.27e6, minus 625
     assert split["var_model_lo"] == 0 and split["var_model_hi"] == pytest.approx(1250 / 0.000982069 - 625, rel=1e-5)
     assert split["var_model_zero"] and split["spread"] == "too few seeds"
-    assert split["test_share_hi"] == 1 and split["test_share_lo"] == pytest.approx(625 / (1250 / 0.000982069),
-                                                                                   rel=1e-5)
+    assert split["test_share_hi"] == 1 and split["test_share_lo"] == pytest.approx(625 / (1250 / 0.000982069), rel=1e-5)
     assert variance_split([99.4], 10_000)["spread"] == "one seed"
 
 
@@ -199,10 +236,16 @@ def test_claim_percentile():
 def test_claims_with_a_budget_cut_short():
     log = [99.0, 99.3, 99.2, 99.5]
     group = dict(faithful=True, recipe_epochs=4, claimed_best_test=99.5, claimed_log=log)
-    assert claims(SimpleNamespace(**group, budget=4)) == {"claim_best": 99.5, "claim_final": 99.5,
-                                                          "claim_basis": "as claimed"}
-    assert claims(SimpleNamespace(**group, budget=3)) == {"claim_best": 99.3, "claim_final": 99.2,
-                                                          "claim_basis": "seed file's log to epoch 3"}
+    assert claims(SimpleNamespace(**group, budget=4)) == {
+        "claim_best": 99.5,
+        "claim_final": 99.5,
+        "claim_basis": "as claimed",
+    }
+    assert claims(SimpleNamespace(**group, budget=3)) == {
+        "claim_best": 99.3,
+        "claim_final": 99.2,
+        "claim_basis": "seed file's log to epoch 3",
+    }
     cut = claims(SimpleNamespace(**(group | {"claimed_log": None}), budget=3))
     assert np.isnan(cut["claim_best"]) and cut["claim_basis"].startswith("none: budget cut to 3 of 4 epochs")
     assert claims(SimpleNamespace(**(group | {"faithful": False}), budget=4))["claim_basis"].startswith("none")
@@ -235,8 +278,7 @@ def test_image_test_pools_seeds_by_image():
     assert (result["fixed"], result["broken"]) == (1.75, 0.25)
     assert result["image_p"] == pytest.approx(scipy.stats.chi2.sf(1.8, 1), rel=1e-12)
     # ten copies of each seed add no evidence: the same images, so the same p
-    assert image_test(np.repeat(before, 10, 0), np.repeat(after, 10, 0))["image_p"] == pytest.approx(
-        result["image_p"])
+    assert image_test(np.repeat(before, 10, 0), np.repeat(after, 10, 0))["image_p"] == pytest.approx(result["image_p"])
     assert image_test(before, before)["image_p"] == 1.0
 
 
@@ -244,7 +286,7 @@ def correct_for(acc: float, n: int = 10_000, offset: int = 0) -> np.ndarray:
     """Per-image correctness with exactly acc % right: the wrong images are a block starting at `offset`."""
     wrong = round((100 - acc) * n / 100)
     correct = np.ones(n, bool)
-    correct[offset:offset + wrong] = False
+    correct[offset : offset + wrong] = False
     return correct
 
 
@@ -252,13 +294,24 @@ def correct_for(acc: float, n: int = 10_000, offset: int = 0) -> np.ndarray:
 def two_steps(tmp_path):
     """s1 then s2 in one submission, 3 seeds each, 3 epochs; seed 2 of s2 has no predictions yet."""
     claim = {"claimed_best_test": 99.70, "claimed_log": [99.0, 99.2, 99.45]}
-    write_steps(tmp_path, [{"step": "s1", "submission": "000", "order": 1, "params": 9_000, "epochs": 3} | claim,
-                           {"step": "s2", "submission": "000", "order": 2, "params": 7_000, "epochs": 3}])
+    write_steps(
+        tmp_path,
+        [
+            {"step": "s1", "submission": "000", "order": 1, "params": 9_000, "epochs": 3} | claim,
+            {"step": "s2", "submission": "000", "order": 2, "params": 7_000, "epochs": 3},
+        ],
+    )
     for seed, accs in enumerate([[99.0, 99.45, 99.3], [99.4, 99.4, 99.41], [99.0, 99.1, 99.2]]):
         write_run(tmp_path, "s1", seed, accs, params=9_000, correct=correct_for(accs[-1], offset=seed))
     for seed, accs in enumerate([[99.1, 99.42, 99.44], [99.4, 99.5, 99.45], [99.2, 99.3, 99.41]]):
-        write_run(tmp_path, "s2", seed, accs, params=7_000,
-                  correct=None if seed == 2 else correct_for(accs[-1], offset=20 + seed))
+        write_run(
+            tmp_path,
+            "s2",
+            seed,
+            accs,
+            params=7_000,
+            correct=None if seed == 2 else correct_for(accs[-1], offset=20 + seed),
+        )
     return tmp_path
 
 
@@ -287,7 +340,7 @@ def test_variance_split_on_files(two_steps):
     assert s.loc["s1", "var_observed"] == pytest.approx(np.var([99.30, 99.41, 99.20], ddof=1))
     # s1's seeds are wrong on images 0-69, 1-59 and 2-81. Wrong in 1 of 3 seeds (variance across seeds, ddof 1:
     # 1/3): images 0 and 70-81; in 2 of 3 (also 1/3): images 1 and 60-69; in all 3 (0): images 2-59.
-    by_hand = 1e4 * (1 + 12 + 1 + 10) / 3 / 10_000 ** 2
+    by_hand = 1e4 * (1 + 12 + 1 + 10) / 3 / 10_000**2
     assert s.loc["s1", "var_test"] == pytest.approx(by_hand) and s.loc["s1", "var_test_source"] == "per-image"
     assert s.loc["s2", "n_predicted"] == 2 and s.loc["s2", "var_test_source"] == "per-image"
 
@@ -317,8 +370,11 @@ def test_quick_rows_are_too_short_and_not_compared(two_steps):
 
 
 def test_last_k_longer_than_every_run_is_refused(two_steps):
-    with pytest.raises(ReportError, match=r"^last-K window of 4 epochs is longer than every run \(the longest "
-                                          r"counts 3\): .*; use --last-k 3 or less$") as e:
+    with pytest.raises(
+        ReportError,
+        match=r"^last-K window of 4 epochs is longer than every run \(the longest "
+        r"counts 3\): .*; use --last-k 3 or less$",
+    ) as e:
         summarize(load_results(two_steps), Options(last_k=4))
     assert "\n" not in str(e.value)
 
@@ -328,8 +384,11 @@ def test_epoch_budget_option_cuts_every_step_and_the_claims(two_steps):
     # s1 at epoch 2: 99.45, 99.4, 99.1 -> 2 consistent with K = 1
     assert s.loc["s1", ["budget", "n_consistent"]].tolist() == [2, 2]
     # the claim is the seed file's own log at epoch 2 (99.2), not its 3-epoch claims; 1 of our 3 seeds is below
-    assert s.loc["s1", ["claim_best", "claim_final", "claim_basis"]].tolist() == [99.2, 99.2,
-                                                                                "seed file's log to epoch 2"]
+    assert s.loc["s1", ["claim_best", "claim_final", "claim_basis"]].tolist() == [
+        99.2,
+        99.2,
+        "seed file's log to epoch 2",
+    ]
     assert s.loc["s1", "claim_best_pct"] == pytest.approx(100 / 3)
     # predictions are of epoch 3, not of the epoch counted: the variance split falls back to the binomial
     assert s.loc["s1", "n_predicted"] == 0 and s.loc["s1", "var_test_source"] == "binomial"
@@ -377,12 +436,18 @@ def simulated_coverage(n: int, o: Options = Options()) -> dict[str, tuple[float,
         pa, pb = pmf(99.3 + shift, 0.05), p
         truth = pa @ (np.cumsum(pb) - pb / 2)
         results[f"P(X>Y) +{shift}"] = coverage(
-            [probability_of_improvement_ci(finals(rng, n, 99.3 + shift, 0.05), finals(rng, n, 99.3, 0.05),
-                                           o.confidence, 500, seed) for seed in range(120)], truth)
+            [
+                probability_of_improvement_ci(
+                    finals(rng, n, 99.3 + shift, 0.05), finals(rng, n, 99.3, 0.05), o.confidence, 500, seed
+                )
+                for seed in range(120)
+            ],
+            truth,
+        )
     for sd in (0.0, 0.1):  # genuine between-model variance, binomial model: it is sd^2, the test set 99.3 * 0.7 / 1e4
         splits = [variance_split(finals(rng, n, 99.3, sd), 10_000, confidence=o.confidence) for _ in range(1_000)]
-        share = 99.3 * 0.7 / 1e4 / (99.3 * 0.7 / 1e4 + sd ** 2)
-        results[f"var_model sd {sd}"] = coverage([(s["var_model_lo"], s["var_model_hi"]) for s in splits], sd ** 2)
+        share = 99.3 * 0.7 / 1e4 / (99.3 * 0.7 / 1e4 + sd**2)
+        results[f"var_model sd {sd}"] = coverage([(s["var_model_lo"], s["var_model_hi"]) for s in splits], sd**2)
         results[f"test_share sd {sd}"] = coverage([(s["test_share_lo"], s["test_share_hi"]) for s in splits], share)
     # per image, on a 1,000-image test set to keep it fast: 300 hard images of probit difficulty `hard`, the rest
     # always right; a seed shifts every hard image by N(0, tau), which makes genuine variance between models
@@ -398,8 +463,9 @@ def simulated_coverage(n: int, o: Options = Options()) -> dict[str, tuple[float,
             flips = rng.random((n, 300)) < scipy.stats.norm.cdf(hard + rng.normal(0, tau, (n, 1)))
             correct = np.hstack([np.ones((n, 700), bool), flips])
             splits.append(variance_split(100 * correct.mean(1), 1_000, correct, o.confidence))
-        results[f"var_model per image tau {tau}"] = coverage([(s["var_model_lo"], s["var_model_hi"]) for s in splits],
-                                                             max(genuine, 0.0))
+        results[f"var_model per image tau {tau}"] = coverage(
+            [(s["var_model_lo"], s["var_model_hi"]) for s in splits], max(genuine, 0.0)
+        )
     return results
 
 
@@ -414,9 +480,16 @@ def test_coverage_of_every_interval(n):
 def test_own_target_by_hand():
     """a: 2 of 3 seeds reach 99.40, under 10,000 params, but 20 epochs > 15; b: no accuracy target, 12,000 params
     over 10,000; c: half its seeds reach 99.0 (99.00 counts), and it sets no params or epochs target."""
-    steps = pd.DataFrame({"group": ["a", "b", "c"], "params": [9_000, 12_000, 7_000], "epoch_budget": [20, 20, 15],
-                          "target_accuracy": [99.40, np.nan, 99.0], "target_params": [10_000, 10_000, np.nan],
-                          "target_epochs": [15, 20, np.nan]})
+    steps = pd.DataFrame(
+        {
+            "group": ["a", "b", "c"],
+            "params": [9_000, 12_000, 7_000],
+            "epoch_budget": [20, 20, 15],
+            "target_accuracy": [99.40, np.nan, 99.0],
+            "target_params": [10_000, 10_000, np.nan],
+            "target_epochs": [15, 20, np.nan],
+        }
+    )
     runs = pd.DataFrame({"group": ["a", "a", "a", "b", "c", "c"], "best_acc": [99.41, 99.40, 99.39, 99.5, 98.99, 99.0]})
     t = own_target(steps, runs)
     assert t["own_acc_rate"].iloc[0] == pytest.approx(2 / 3) and pd.isna(t["own_acc_rate"].iloc[1])

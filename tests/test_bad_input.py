@@ -70,7 +70,9 @@ CASES = {
     "report: --bootstrap 10": (["report", "--out", "{out}", "--bootstrap", "10"], "--bootstrap must be at least 100"),
     "report: --bootstrap-seed -1": (["report", "--out", "{out}", "--bootstrap-seed", "-1"], "--bootstrap-seed must be"),
     "report: --html not writable": (
-        ["report", "--out", "{out}", "--last-k", "1", "--html", "{file}/r.html"], "cannot write the report"),
+        ["report", "--out", "{out}", "--last-k", "1", "--html", "{file}/r.html"],
+        "cannot write the report",
+    ),
     "steps: unknown step": (["steps", "nope"], "unknown step 'nope'"),
 }
 if torch.cuda.is_available():
@@ -102,7 +104,12 @@ def places(sweep_results, tmp_path, data_dir, monkeypatch):
     monkeypatch.chdir(tmp_path / "cwd")
     for var, value in OFFLINE.items():  # a download fails at once, as on a machine without network
         monkeypatch.setenv(var, value)
-    return {"out": str(out), "data": str(data_dir), "empty": str(tmp_path / "nowhere"), "file": str(tmp_path / "a-file")}
+    return {
+        "out": str(out),
+        "data": str(data_dir),
+        "empty": str(tmp_path / "nowhere"),
+        "file": str(tmp_path / "a-file"),
+    }
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -141,7 +148,9 @@ def test_the_cases_cover_every_option_of_run_status_and_report():
     commands = typer.main.get_command(app).commands
     for name in ("run", "status", "report"):
         options = {o for p in commands[name].params for o in p.opts if o.startswith("--")}
-        flags = {o for p in commands[name].params if getattr(p, "is_flag", False) for o in p.opts}  # on or off: nothing to get wrong
+        flags = {
+            o for p in commands[name].params if getattr(p, "is_flag", False) for o in p.opts
+        }  # on or off: nothing to get wrong
         assert options - flags - {"--help"} <= used, (name, options - flags - used)
 
 

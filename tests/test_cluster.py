@@ -45,16 +45,45 @@ def two_nodes():
     port = free_port()
     address = f"127.0.0.1:{port}"
     # Ray >= 2.5x authenticates with a token; head, worker and driver share this cluster's own one.
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": "",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
     dirs = [tempfile.mkdtemp(prefix="rh", dir="/tmp"), tempfile.mkdtemp(prefix="rw", dir="/tmp")]
     common = ["--num-cpus=1", "--num-gpus=0"]
-    subprocess.run([BIN / "ray", "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                    f"--temp-dir={dirs[0]}", "--include-dashboard=false", "--disable-usage-stats", *common],
-                   check=True, env=env, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            BIN / "ray",
+            "start",
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={dirs[0]}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            *common,
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     try:
-        subprocess.run([BIN / "ray", "start", f"--address={address}", "--node-ip-address=127.0.0.1",
-                        f"--temp-dir={dirs[1]}", *common], check=True, env=env, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                BIN / "ray",
+                "start",
+                f"--address={address}",
+                "--node-ip-address=127.0.0.1",
+                f"--temp-dir={dirs[1]}",
+                *common,
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         yield address, env
     finally:
         for d in dirs:  # `ray stop` would also stop the test session's own Ray: stop these two by their temp dirs
@@ -65,8 +94,23 @@ def two_nodes():
 def test_sweep_over_two_nodes(two_nodes, tmp_path, data_dir):
     address, env = two_nodes
     out = tmp_path / "results"
-    cmd = [BIN / "sweep", "run", "s003-model4", "s004-exp1", "--seeds", "2", "--quick", "--epochs", "1",
-           "--address", address, "--out", str(out), "--data-dir", str(data_dir)]  # fmt: skip
+    cmd = [
+        BIN / "sweep",
+        "run",
+        "s003-model4",
+        "s004-exp1",
+        "--seeds",
+        "2",
+        "--quick",
+        "--epochs",
+        "1",
+        "--address",
+        address,
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data_dir),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "4 trained now (0 resumed)" in done.stdout
@@ -75,5 +119,7 @@ def test_sweep_over_two_nodes(two_nodes, tmp_path, data_dir):
     assert (rows["test_total"] == 10_000).all()
     # each node has 1 CPU, so 2 concurrent trials can only have run on both nodes at once
     spans = rows.assign(end=rows.wall_time, start=rows.wall_time - pd.to_timedelta(rows.epoch_seconds, "s"))
-    overlaps = sum(a.start < b.end and b.start < a.end for i, a in spans.iterrows() for j, b in spans.iterrows() if i < j)
+    overlaps = sum(
+        a.start < b.end and b.start < a.end for i, a in spans.iterrows() for j, b in spans.iterrows() if i < j
+    )
     assert overlaps >= 1

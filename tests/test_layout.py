@@ -21,9 +21,10 @@ def test_fixture_files_have_the_writers_schemas(sweep_results, tmp_path):
         ours = pq.read_schema(layout.run_file(tmp_path, kind, "s003-model4", 0))
         writers = pq.read_schema(layout.run_file(sweep_results, kind, "s003-model4", 0))
         assert ours.remove_metadata() == writers.remove_metadata(), kind
-    assert pq.read_schema(tmp_path / layout.STEPS).remove_metadata() == pq.read_schema(
-        sweep_results / layout.STEPS
-    ).remove_metadata()
+    assert (
+        pq.read_schema(tmp_path / layout.STEPS).remove_metadata()
+        == pq.read_schema(sweep_results / layout.STEPS).remove_metadata()
+    )
 
 
 def test_run_file_names_parse_one_way():
@@ -34,6 +35,11 @@ def test_run_file_names_parse_one_way():
     tag = Run.plan("s003-model4", 3, vary="dropout,order", base_seed=5).tag
     assert tag == "vary-order+dropout-b5"
     assert layout.parse_name(layout.run_file(Path("o"), layout.EPOCHS, "s", 3, tag)) == (3, tag)
-    for name in (".seed-0007.parquet.123.tmp", "seed-0007.parquet.tmp", "seed-x.parquet", "part-0.parquet",
-                 "seed-0007-vary-.parquet"):
+    for name in (
+        ".seed-0007.parquet.123.tmp",
+        "seed-0007.parquet.tmp",
+        "seed-x.parquet",
+        "part-0.parquet",
+        "seed-0007-vary-.parquet",
+    ):
         assert layout.parse_name(Path(name)) is None, name

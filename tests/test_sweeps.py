@@ -58,8 +58,10 @@ def test_other_readers_open_the_dataset_unchanged(sweep_results):
     n = pl.scan_parquet(sweep_results / "epochs" / "**" / "*.parquet", hive_partitioning=True).collect().height
     assert n == 8
     con = duckdb.connect()
-    got = con.execute(f"select count(*), count(distinct step) from read_parquet('{sweep_results}/epochs/*/*.parquet',"
-                      " hive_partitioning=true)").fetchone()  # fmt: skip
+    got = con.execute(
+        f"select count(*), count(distinct step) from read_parquet('{sweep_results}/epochs/*/*.parquet',"
+        " hive_partitioning=true)"
+    ).fetchone()
     assert got == (8, 2)
 
 
@@ -114,8 +116,10 @@ def test_killed_worker_resumes_from_checkpoint_with_same_metrics(sweep_results, 
     rows = pd.read_parquet(out / "epochs").sort_values(KEY)
     undisturbed = pd.read_parquet(sweep_results / "epochs").sort_values(KEY)
     assert not rows.duplicated(KEY).any()
-    pd.testing.assert_frame_equal(rows[KEY[:2] + list(METRICS)].reset_index(drop=True),
-                                  undisturbed[KEY[:2] + list(METRICS)].reset_index(drop=True))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        rows[KEY[:2] + list(METRICS)].reset_index(drop=True),
+        undisturbed[KEY[:2] + list(METRICS)].reset_index(drop=True),
+    )
     run = rows[(rows.step == "s003-model4") & (rows.seed == 1)].set_index("epoch")["wall_time"]
     # epoch 1 comes from the checkpoint taken before the kill, epoch 2 was trained again after it
     assert run[1].timestamp() < kill.killed_at < run[2].timestamp()
@@ -182,8 +186,9 @@ def test_step_row_carries_the_seeds_own_target():
 
 def test_unwritable_out(tmp_path, data_dir, ray_session):
     (tmp_path / "a-file").write_text("")
-    line = one_line_exit_2(["run", "s001-model2", "--out", str(tmp_path / "a-file" / "out"), "--data-dir",
-                            str(data_dir), "--quick"])  # fmt: skip
+    line = one_line_exit_2(
+        ["run", "s001-model2", "--out", str(tmp_path / "a-file" / "out"), "--data-dir", str(data_dir), "--quick"]
+    )
     assert "is not writable" in line
 
 
@@ -200,8 +205,9 @@ def test_incompatible_results_are_refused_and_kept(sweep_results, tmp_path, data
     out = tmp_path / "results"
     shutil.copytree(sweep_results, out)
     before = snapshot(out)
-    line = one_line_exit_2(["run", "s003-model4", "--quick", "--epochs", "3", "--out", str(out), "--data-dir",
-                            str(data_dir)])  # fmt: skip
+    line = one_line_exit_2(
+        ["run", "s003-model4", "--quick", "--epochs", "3", "--out", str(out), "--data-dir", str(data_dir)]
+    )
     assert "holds quick fp32 rows with recipe" in line and "s003-model4" in line
     full = one_line_exit_2(["run", "s003-model4", "--out", str(out), "--data-dir", str(data_dir)])
     assert "this sweep would add full fp32 rows" in full
@@ -222,8 +228,13 @@ def test_killed_sweep_rerun_continues_from_checkpoints(tmp_path, data_dir, ray_s
     out, ray_tmp = tmp_path / "results", Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))
     args = ["run", "s003-model4", "--seeds", "2", "--quick", "--epochs", "2", "--data-dir", str(data_dir)]
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(ray_tmp)}
-    proc = subprocess.Popen([Path(sys.executable).parent / "sweep", *args, "--out", str(out), "--num-cpus", "2"],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [Path(sys.executable).parent / "sweep", *args, "--out", str(out), "--num-cpus", "2"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from cnn.data import rotate, random_angles
+from cnn.data import random_angles, rotate
 from cnn.train import METRICS, STREAMS, Run, Seeds, load_checkpoint, save_checkpoint, train
 
 
@@ -101,6 +101,7 @@ def test_rotation_matches_torchvision_on_pil_images(mnist):
     x = mnist.train_x[:50]
     for angle in (-6.3, 3.1, 5.0):
         ours = rotate(x.unsqueeze(1).float(), torch.full((50,), angle), fill=1.0).round().to(torch.uint8)[:, 0]
-        pil = torch.stack([torch.from_numpy(np.array(TF.rotate(Image.fromarray(im.numpy(), "L"), angle, fill=(1,))))
-                           for im in x])
+        pil = torch.stack(
+            [torch.from_numpy(np.array(TF.rotate(Image.fromarray(im.numpy(), "L"), angle, fill=(1,)))) for im in x]
+        )
         assert torch.equal(ours, pil), angle

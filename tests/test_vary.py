@@ -32,7 +32,9 @@ def test_vary_is_parsed_to_one_canonical_form():
 def test_vary_none_trains_the_same_run_for_every_seed(tiny):
     a, b = (Run.plan("s003-model4", seed, epochs=2, threads=1, vary="none", base_seed=7) for seed in (0, 1))
     assert a.seeds == b.seeds == Seeds.of(7)
-    assert [e.record[k] for e in train(a, tiny) for k in METRICS] == [e.record[k] for e in train(b, tiny) for k in METRICS]
+    assert [e.record[k] for e in train(a, tiny) for k in METRICS] == [
+        e.record[k] for e in train(b, tiny) for k in METRICS
+    ]
 
 
 @pytest.mark.parametrize("stream", STREAMS)
@@ -62,7 +64,10 @@ def test_vary_groups_live_side_by_side_and_are_never_pooled(tmp_path, ray_sessio
     assert none.groupby("epoch")["test_correct"].nunique().eq(1).all()  # --vary none: every seed the same run
     assert none[[f"seed_{s}" for s in STREAMS]].nunique().eq(1).all()
     order = rows[rows.vary == "order"]
-    assert order["seed_order"].nunique() == 3 and order[["seed_init", "seed_augment", "seed_dropout"]].nunique().eq(1).all()
+    assert (
+        order["seed_order"].nunique() == 3
+        and order[["seed_init", "seed_augment", "seed_dropout"]].nunique().eq(1).all()
+    )
     groups = load_results(out).epochs.groupby("group")["seed"].nunique()
     assert groups.to_dict() == {"s003-model4": 3, "s003-model4 [vary none b0]": 3, "s003-model4 [vary order b0]": 3}
     again = run_sweep(SweepConfig(**VARY, out=out, vary="order"), data=tiny)  # resumable, exactly once
@@ -75,6 +80,8 @@ def test_a_killed_vary_run_resumes_with_the_same_rows(tmp_path, ray_session, tin
     kill = KillWorkerOnce("s003-model4", 1, tag="vary-augment-b4")
     killed = run_sweep(SweepConfig(**config, out=tmp_path / "killed", max_failures=2), data=tiny, callbacks=[kill])
     assert kill.killed_at is not None and len(killed.trained) == len(undisturbed.trained) == 2
-    a, b = (pd.read_parquet(tmp_path / d / "epochs").sort_values(KEY).reset_index(drop=True)
-            for d in ("undisturbed", "killed"))
+    a, b = (
+        pd.read_parquet(tmp_path / d / "epochs").sort_values(KEY).reset_index(drop=True)
+        for d in ("undisturbed", "killed")
+    )
     pd.testing.assert_frame_equal(a[KEY + list(METRICS)], b[KEY + list(METRICS)])

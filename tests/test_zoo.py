@@ -38,7 +38,8 @@ TABLES = {
 
 
 def seed_tables(prefix: str) -> list[list[tuple[str, tuple[int, ...], int]]]:
-    """Every torchsummary table in a seed file, as (type, shape, params) rows; a repeated row index starts a new table."""
+    """Every torchsummary table in a seed file, as (type, shape, params) rows; a repeated row index starts a new
+    table."""
     text = next(SEEDS.glob(f"{prefix}_*.txt")).read_text(encoding="utf-8")
     tables, last = [], None
     for line in text.splitlines():
@@ -97,12 +98,26 @@ def test_unknown_step_names_the_closest():
 
 def test_select_globs_in_progression_order():
     assert [s.name for s in zoo.select(["s004-*"])] == [
-        "s004-init", "s004-net1", "s004-net2", "s004-exp1", "s004-exp2", "s004-exp3"]
+        "s004-init",
+        "s004-net1",
+        "s004-net2",
+        "s004-exp1",
+        "s004-exp2",
+        "s004-exp3",
+    ]
     assert len(zoo.select(["all"])) == 21
     assert [s.name for s in zoo.select(["s001-model2", "s001-*"])] == [
-        "s001-model1", "s001-model2", "s001-model3", "s001-model3-aws"]
+        "s001-model1",
+        "s001-model2",
+        "s001-model3",
+        "s001-model3-aws",
+    ]
     assert [s.name for s in zoo.select(["s003-model3*"])] == [  # a variant sits beside its base
-        "s003-model3", "s003-model3-skip", "s003-model3-aug", "s003-model3-aug-skip"]
+        "s003-model3",
+        "s003-model3-skip",
+        "s003-model3-aug",
+        "s003-model3-aug-skip",
+    ]
 
 
 def test_assumptions_show_the_recipe_values():
@@ -184,8 +199,11 @@ def test_a_logged_best_is_in_the_log_at_its_epoch(name):
 
 
 def test_variants_differ_from_their_base_only_in_the_forward():
-    for base, variant in [("s003-model3", "s003-model3-skip"), ("s003-model3-aug", "s003-model3-aug-skip"),
-                          ("s003-model4", "s003-model4-plain")]:
+    for base, variant in [
+        ("s003-model3", "s003-model3-skip"),
+        ("s003-model3-aug", "s003-model3-aug-skip"),
+        ("s003-model4", "s003-model4-plain"),
+    ]:
         a, b = zoo.get_step(base), zoo.get_step(variant)
         assert (a.recipe, a.claims, a.target, a.order) == (b.recipe, b.claims, b.target, b.order)
         torch.manual_seed(0)
@@ -202,5 +220,6 @@ def test_describe_is_what_sweep_steps_shows():
     d = zoo.describe(step)
     assert d.params == 7_616 and d.layers == seed_tables("003")[3]
     assert [f for f, _, assumed in d.recipe if assumed] == [
-        f.name for f in dataclasses.fields(zoo.Recipe) if f.name in step.assumptions]
+        f.name for f in dataclasses.fields(zoo.Recipe) if f.name in step.assumptions
+    ]
     assert d.assumptions == step.assumption_lines()
