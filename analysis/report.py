@@ -580,7 +580,7 @@ def _claims_table(steps: pd.DataFrame) -> pd.DataFrame:
                 ", ".join(name for name, above in (("best", b), ("final", f)) if above)
                 for b, f in zip(steps["claim_best_above_max"], steps["claim_final_above_max"])
             ],
-            "note": steps["claim_note"].fillna(""),
+            "note": steps["claim_note"].astype(object).fillna(""),
             "assumptions": [_join(a) for a in steps["assumptions"]],
         }
     )
