@@ -24,12 +24,14 @@ Each seed trains exactly as :func:`cnn.train.train` would train it alone:
   depends on the block (its size, the seed's position, the device);
 * its loss is its own batch mean; the block minimises the sum, whose gradient for one seed's rows is that seed's
   own gradient;
-* SGD momentum is elementwise, so per seed; the learning rate is a per-seed vector, and each seed's schedule (StepLR,
-  ReduceLROnPlateau on its own test accuracy) is the torch scheduler of a one-parameter bookkeeping SGD of its own.
+* SGD momentum is elementwise, so per seed; each seed's rows step with its own learning rate, and each seed's
+  schedule (StepLR, ReduceLROnPlateau on its own test accuracy) is the torch scheduler of a one-parameter
+  bookkeeping SGD of its own.
 
 A seed whose training loss is not finite at the end of an epoch is reported failed (:attr:`BlockEpoch.failed`),
-its rows are zeroed and frozen (learning rate 0), and the other seeds carry on. A block's numbers may differ from
-single-seed runs in the last bits (grouped kernels sum in another order); a repeated block on a CPU gives
+its rows are zeroed and frozen (learning rate 0), and the other seeds carry on. A block of one seed gives the
+single-seed trainer's records bit for bit; from two seeds on, grouped kernels sum in another order, the numbers
+differ in the last bits, and training amplifies that over the epochs. A repeated block on a CPU gives
 bit-identical records. ``BlockEpoch.epochs[seed].state()`` is in :func:`cnn.train.train`'s checkpoint format, so a
 seed can resume in either engine, in any block.
 """
@@ -44,6 +46,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from cnn import zoo
 from cnn.data import MNIST, random_angles, stratified_slice, to_input
@@ -135,18 +138,18 @@ class BlockEpoch:
 
 
 def check_block(runs: Sequence[Run]) -> None:
-    """Raise ValueError unless ``runs`` can train as one block: one step and recipe, distinct seeds."""
+    """Raise ValueError unless ``runs`` can train as one block: one step, recipe and set of options, distinct seeds."""
     if not runs:
         raise ValueError("a block needs at least one run")
     first = runs[0]
-    same = ("step", "recipe", "recipe_hash", "quick", "precision", "device", "threads")
+    same = ("step", "recipe", "recipe_hash", "quick", "precision", "device", "threads", "vary", "base_seed")
     for r in runs[1:]:
         differ = [f for f in same if getattr(r, f) != getattr(first, f)]
         if differ:
             raise ValueError(f"{r.name} and {first.name} differ in {', '.join(differ)}: not one block")
-    names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"a block trains each run once: {names}")
+    seeds = [r.seed for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"a block trains each seed once, not {seeds}")
     if first.recipe.optimizer != "sgd":
         raise ValueError(f"the block engine trains SGD recipes, not {first.recipe.optimizer}")
 
@@ -206,7 +209,6 @@ def train_block(
     for epoch in range(first, recipe.epochs + 1):
         start = time.perf_counter()
         lrs = [book.lr if ok else 0.0 for book, ok in zip(books, live)]
-        rates = [_rows(torch.tensor(lrs, dtype=p.dtype, device=device).neg(), p) for p in params]
         model.train()
         perms = torch.stack([torch.randperm(n_train, generator=g) for g in orders])  # (S, n)
         if train_idx is not None:
@@ -231,7 +233,7 @@ def train_block(
             for p in params:
                 p.grad = None
             losses.sum().backward()
-            _sgd(params, momenta, rates, recipe.momentum)
+            _sgd(params, momenta, lrs, recipe.momentum)
             loss_sum += losses.detach() * b
             correct += (out.detach().argmax(2) == y).sum(0)
         train_seconds = time.perf_counter() - start
@@ -293,12 +295,12 @@ def evaluate_block(model, data: MNIST, recipe: zoo.Recipe, autocast, S: int):
             x = x.expand(-1, S, -1, -1).contiguous(memory_format=CHANNELS_LAST)  # every seed sees the same images
             out = per_seed(model(x), S).float()  # (b, S, 10)
             y = data.test_y[i : i + EVAL_BATCH]
-            loss -= out.gather(2, y.view(-1, 1, 1).expand(-1, S, 1)).squeeze(2).sum(0)
+            loss += torch.stack([F.nll_loss(out[:, s], y, reduction="sum") for s in range(S)])  # as train's sums
             preds.append(out.argmax(2))
     pred = torch.cat(preds).t()  # (S, n)
     n = pred.shape[1]
     correct = (pred == data.test_y).sum(1).tolist()
-    return (loss / n).tolist(), correct, list(pred.to("cpu", torch.uint8))
+    return [v / n for v in loss.tolist()], correct, list(pred.to("cpu", torch.uint8))
 
 
 class _Book:
@@ -339,20 +341,20 @@ def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(parts) if parts[0].dim() else parts[0]
 
 
-def _rows(per_seed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-seed value (S,) repeated over each seed's rows of ``like`` and shaped to broadcast against it."""
-    return per_seed.repeat_interleave(like.shape[0] // len(per_seed)).view(-1, *[1] * (like.dim() - 1))
-
-
 @torch.no_grad()
-def _sgd(params, momenta, rates, momentum: float) -> None:
-    """torch's SGD (no dampening, weight decay or Nesterov) with a per-row learning rate: buf = momentum * buf + grad,
-    p += (-lr) * buf."""
-    grads = [p.grad for p in params]
+def _sgd(params, momenta, lrs: list[float], momentum: float) -> None:
+    """torch's CPU SGD step (no dampening, weight decay or Nesterov), ``buf = momentum * buf + grad``, then
+    ``p.add_(buf, alpha=-lr)`` with each seed's own lr: one call per tensor while the block's seeds share one lr,
+    one per seed's rows once their schedules part. The same elementwise formula either way, and torch's."""
     torch._foreach_mul_(momenta, momentum)
-    torch._foreach_add_(momenta, grads)
-    for p, buf, rate in zip(params, momenta, rates):
-        p.addcmul_(buf, rate)
+    torch._foreach_add_(momenta, [p.grad for p in params])
+    if len(set(lrs)) == 1:
+        torch._foreach_add_(params, momenta, alpha=-lrs[0])
+        return
+    S = len(lrs)
+    for p, buf in zip(params, momenta):
+        for lr, rows, buf_rows in zip(lrs, p.chunk(S), buf.chunk(S)):
+            rows.add_(buf_rows, alpha=-lr)
 
 
 @torch.no_grad()
