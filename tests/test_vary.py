@@ -71,7 +71,7 @@ def test_vary_groups_live_side_by_side_and_are_never_pooled(tmp_path, ray_sessio
     groups = load_results(out).epochs.groupby("group")["seed"].nunique()
     assert groups.to_dict() == {"s003-model4": 3, "s003-model4 [vary none b0]": 3, "s003-model4 [vary order b0]": 3}
     again = run_sweep(SweepConfig(**VARY, out=out, vary="order"), data=tiny)  # resumable, exactly once
-    assert (len(again.trained), len(again.plan.done)) == (0, 9)
+    assert (len(again.trained), len(again.plan.done)) == (0, 3)
 
 
 def test_a_killed_vary_run_resumes_with_the_same_rows(tmp_path, ray_session, tiny):
