@@ -93,18 +93,23 @@ def _keep_numpy(keys: tuple[int, ...], shape, thr: int, last: bool) -> np.ndarra
     return v >= np.uint32(thr)
 
 
-def _keep_torch(keys: tuple[int, ...], shape, thr: int, last: bool, device) -> torch.Tensor:
-    """The same bits as :func:`_keep_numpy`, with int64 tensors holding 32-bit values: products stay below 2**63."""
+@functools.lru_cache(maxsize=64)
+def _counters_torch(shape: tuple[int, int, int, int], last: bool, device: str) -> torch.Tensor:
+    """:func:`_counters_numpy` as an int64 tensor on ``device`` (cached: one arange per layer shape, not per step)."""
     B, C, H, W = shape
     i = (torch.arange(B * C * H * W, dtype=torch.int64, device=device).view(B, C, H, W) * SPREAD) & M32
-    i = i.permute(0, 2, 3, 1)[:, :, :, None, :] if last else i[:, None]
+    return i.permute(0, 2, 3, 1)[:, :, :, None, :].contiguous() if last else i[:, None]
+
+
+def _keep_torch(keys: tuple[int, ...], shape, thr: int, last: bool, device) -> torch.Tensor:
+    """The same bits as :func:`_keep_numpy`, with int64 tensors holding 32-bit values: products stay below 2**63."""
     k = torch.tensor(keys, dtype=torch.int64, device=device)
-    v = i ^ (k[:, None] if last else k[:, None, None, None])
-    v = v ^ (v >> 16)
+    v = _counters_torch(shape, last, str(device)) ^ (k[:, None] if last else k[:, None, None, None])
+    v ^= v >> 16
     v = (v * MUL1) & M32
-    v = v ^ (v >> 15)
+    v ^= v >> 15
     v = (v * MUL2) & M32
-    v = v ^ (v >> 15)
+    v ^= v >> 15
     return (v >= thr).contiguous()
 
 
