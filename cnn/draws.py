@@ -20,7 +20,9 @@ mt19937 ``uniform_`` it replaces, benchmarks/), and torch ``int64`` on any other
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -61,8 +63,8 @@ def multiplier(x: torch.Tensor, keys: Sequence[int], p: float, via: str | None =
     last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     scale = 1 / (1 - p)
     if (via or ("numpy" if x.device.type == "cpu" else "torch")) == "numpy":
-        keep = _keep_numpy(tuple(keys), (B, SC // S, H, W), threshold(p), last)
-        m = torch.from_numpy(np.multiply(keep, np.float32(scale), dtype=np.float32)).to(x.device)
+        m = torch.from_numpy(_multiplier_numpy(tuple(keys), (B, SC // S, H, W), threshold(p), scale, last))
+        m = m.to(x.device)
     else:
         keep = _keep_torch(tuple(keys), (B, SC // S, H, W), threshold(p), last, x.device)
         m = keep.to(torch.float32) * torch.tensor(scale, dtype=torch.float32, device=x.device)
@@ -82,15 +84,38 @@ def _counters_numpy(shape: tuple[int, int, int, int], last: bool) -> np.ndarray:
     return i
 
 
-def _keep_numpy(keys: tuple[int, ...], shape, thr: int, last: bool) -> np.ndarray:
+def _multiplier_numpy(keys: tuple[int, ...], shape, thr: int, scale: float, last: bool) -> np.ndarray:
+    """float32 multipliers in memory order, the batch split over torch's CPU threads: numpy's ufuncs release the GIL,
+    and one thread alone took 18 % of a 2-thread block step (benchmarks/bench_block.py). Each element is a function
+    of its own index and key only, so the split changes no bit."""
+    counters = _counters_numpy(shape, last)
     k = np.asarray(keys, dtype=np.uint32)
-    v = _counters_numpy(shape, last) ^ (k[:, None] if last else k[:, None, None, None])
-    v ^= v >> np.uint32(16)
-    v *= np.uint32(MUL1)
-    v ^= v >> np.uint32(15)
-    v *= np.uint32(MUL2)
-    v ^= v >> np.uint32(15)
-    return v >= np.uint32(thr)
+    k = k[:, None] if last else k[:, None, None, None]
+    B, C, H, W = shape
+    out = np.empty((B, H, W, len(keys), C) if last else (B, len(keys), C, H, W), np.float32)
+
+    def part(rows: slice) -> None:
+        v = counters[rows] ^ k
+        v ^= v >> np.uint32(16)
+        v *= np.uint32(MUL1)
+        v ^= v >> np.uint32(15)
+        v *= np.uint32(MUL2)
+        v ^= v >> np.uint32(15)
+        np.multiply(v >= np.uint32(thr), np.float32(scale), out=out[rows])
+
+    n = min(torch.get_num_threads(), B)
+    cuts = [B * i // n for i in range(n + 1)]
+    slices = [slice(a, b) for a, b in zip(cuts, cuts[1:])]
+    if n == 1:
+        part(slices[0])
+    else:
+        list(_pool().map(part, slices))
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="cnn-draws")
 
 
 @functools.lru_cache(maxsize=64)
@@ -102,7 +127,8 @@ def _counters_torch(shape: tuple[int, int, int, int], last: bool, device: str) -
 
 
 def _keep_torch(keys: tuple[int, ...], shape, thr: int, last: bool, device) -> torch.Tensor:
-    """The same bits as :func:`_keep_numpy`, with int64 tensors holding 32-bit values: products stay below 2**63."""
+    """:func:`_multiplier_numpy`'s keep decisions, bit for bit, with int64 tensors holding 32-bit values: every
+    product stays below 2**63."""
     k = torch.tensor(keys, dtype=torch.int64, device=device)
     v = _counters_torch(shape, last, str(device)) ^ (k[:, None] if last else k[:, None, None, None])
     v ^= v >> 16

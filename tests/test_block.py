@@ -75,7 +75,7 @@ def test_stacked_network_computes_each_seed_network(step, tiny):
 
 def test_a_seeds_masks_do_not_depend_on_its_block_layout_or_device_path():
     """Seed 22's mask alone, at position 1 of 3 and at position 3 of 4, in channels_last or NCHW, through the numpy
-    (CPU) or the torch int64 (GPU) path: the same bits."""
+    (CPU, on 1 or 3 threads) or the torch int64 (GPU) path: the same bits."""
     C, call = 6, (2, 5, 1)  # epoch, step, dropout call
     keys = {s: draws.key(s, *call) for s in (11, 22, 33, 44)}
     alone = draws.multiplier(torch.empty(8, C, 9, 9), [keys[22]], 0.1)
@@ -83,10 +83,12 @@ def test_a_seeds_masks_do_not_depend_on_its_block_layout_or_device_path():
         pos = order.index(22)
         for fmt in (torch.channels_last, torch.contiguous_format):
             x = torch.empty(8, len(order) * C, 9, 9).contiguous(memory_format=fmt)
-            for via in ("numpy", "torch"):
+            for via, threads in (("numpy", 1), ("numpy", 3), ("torch", 1)):  # numpy splits the batch over threads
+                torch.set_num_threads(threads)
                 m = draws.multiplier(x, [keys[s] for s in order], 0.1, via=via)
                 assert m.is_contiguous(memory_format=fmt)
-                assert torch.equal(m[:, pos * C : (pos + 1) * C], alone), (order, fmt, via)
+                assert torch.equal(m[:, pos * C : (pos + 1) * C], alone), (order, fmt, via, threads)
+    torch.set_num_threads(1)
 
 
 def test_masks_are_bernoulli_and_change_with_every_key_word():
