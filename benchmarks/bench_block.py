@@ -61,8 +61,8 @@ class Case:
 
 
 CASES = (
-    Case("s001-model3", batches=150, profile=True),  # 7,902 params, batch 64: 938 batches per epoch
-    Case("s004-exp1", batches=75),  # 7,958 params, batch 128: 469 batches
+    Case("s001-model3", batches=150, reps=3, profile=True),  # 7,902 params, batch 64: 938 batches per epoch
+    Case("s004-exp1", batches=75, reps=3),  # 7,958 params, batch 128: 469 batches
     Case("s002-net1", batches=3, reps=1),  # 6,379,786 params, batch 128: ~1.2 s per model-batch on 2 cores
 )
 
@@ -126,7 +126,8 @@ def run_case(case: Case, full, seeds_sets, threads: int, say) -> dict[str, float
         per_rep = ", ".join(f"{a / b:.2f}x" for a, b in zip(times["seeds"], times[p]))
         say(f"  {p:<14}{med[p]:>14.1f}{1 / med[p]:>16.4f}{med['seeds'] / med[p]:>14.2f}x{per_rep:>22}")
     if case.profile:
-        breakdown(case.step, data, max(case.sizes), threads, med, say)
+        best = min((p for p in med if p.startswith("block")), key=med.get)
+        breakdown(case.step, data, int(best.split("=")[1]), threads, med, say)
     return med
 
 
