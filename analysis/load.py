@@ -125,7 +125,7 @@ def _read_runs(out: Path, kind: str, required: set[str]) -> pd.DataFrame:
     tables = []
     for step, _, _, path in layout.run_files(out, kind):
         try:
-            table = layout.with_defaults(pq.read_table(path))
+            table = layout.with_defaults(pq.read_table(path), kind)
         except (pa.ArrowException, OSError) as e:
             raise ReportError(f"cannot read {path}: {_first_line(e)}") from None
         missing = required - set(table.column_names)

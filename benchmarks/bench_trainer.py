@@ -19,6 +19,8 @@ machine hits both, and reports median seconds per model-epoch (train + test) and
   ``DataLoader(batch_size=<recipe>, shuffle=True, num_workers=2, pin_memory=False)`` for both sets, the classic
   ``train()`` (zero_grad, forward, nll_loss, backward, step, running correct count) and ``test()`` (no_grad, summed
   nll_loss, argmax correct), the model in default NCHW, SGD(lr, momentum) from the recipe, ``torch.set_num_threads(2)``.
+  Dropout is torch's ``nn.Dropout`` (``bernoulli_``), as in the notebooks: the zoo's ``Dropout`` without a mask source
+  (since issue 9; before, this path borrowed our cheaper CPU mask).
   The rotation is applied whether or not the recipe uses one: it is what the seeds' class code does (s002-net1's
   recipe has none, so for it path (a) does a little more work than path (b)).
 * (b) ``list(cnn.train.train(Run.plan(step, 0, epochs=1, threads=2, precision=...), data))``.
@@ -65,6 +67,7 @@ sys.path.insert(0, str(ROOT))
 from cnn import data as cdata  # noqa: E402
 from cnn import train as ctrain  # noqa: E402
 from cnn import zoo  # noqa: E402
+from cnn.draws import Masks  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("SWEEP_DATA_DIR", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "benchmarks" / "results" / "trainer-cpu.txt"
@@ -245,6 +248,8 @@ def breakdown(step_name: str, data: cdata.MNIST, seeds_seconds: float, ours_seco
     t = time.perf_counter()
     torch.manual_seed(seeds.init)
     model = step.build(recipe).to(memory_format=cl)
+    masks = Masks([seeds.dropout])  # counter-based dropout masks, as cnn.train.train attaches them
+    masks.attach(model)
     order, augment = torch.Generator().manual_seed(seeds.order), torch.Generator().manual_seed(seeds.augment)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=False)
@@ -255,6 +260,7 @@ def breakdown(step_name: str, data: cdata.MNIST, seeds_seconds: float, ours_seco
     phases["setup"] += time.perf_counter() - t
 
     def batch(i):
+        masks.at(1, i // recipe.batch_size)
         idx = perm[i : i + recipe.batch_size]
         angles = cdata.random_angles(len(idx), recipe.rotation, augment, "cpu") if recipe.rotation else None
         x = cdata.to_input(data.train_x[idx], recipe.mean, recipe.std, angles, recipe.fill)

@@ -13,14 +13,17 @@ import torch.nn.functional as F
 
 
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` with a cheaper mask on the CPU: the same Bernoulli(1 - p) mask and 1 / (1 - p) scale, drawn with
-    ``rand_like`` from the same global generator. torch's CPU ``bernoulli_`` took a fifth of a small model's training
-    step here; this mask costs 1.7x less forward + backward (benchmarks/). Elsewhere it is ``nn.Dropout``."""
+    """``nn.Dropout`` whose masks come from the trainer: while ``masks`` is set (:class:`cnn.draws.Masks`, attached by
+    :mod:`cnn.train` and :mod:`cnn.block`), a training forward multiplies by ``masks(x, p)``, a counter-based
+    Bernoulli(1 - p) mask scaled by 1 / (1 - p) that does not depend on the device or on the other seeds of a block.
+    Without one (the seeds' own loop in benchmarks/) it is ``nn.Dropout``."""
+
+    masks = None  # a callable (x, p) -> multiplier shaped like x; set per instance by a trainer
 
     def forward(self, x):
-        if not self.training or not 0 < self.p < 1 or x.device.type != "cpu":
-            return super().forward(x)
-        return x * torch.rand_like(x).ge_(self.p).mul_(1 / (1 - self.p))
+        if self.training and self.masks is not None and 0 < self.p < 1:
+            return x * self.masks(x, self.p)
+        return super().forward(x)
 
 
 def conv(cin: int, cout: int, k: int = 3, padding: int = 0, bias: bool = False) -> nn.Conv2d:

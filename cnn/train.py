@@ -6,12 +6,17 @@ for the streams a ``--vary`` run holds still, from its base seed (:attr:`Run.see
 
 * ``init``: the global generator while the network is built (PyTorch's default initialisation);
 * ``order``: a CPU generator for the per-epoch shuffle (``DataLoader(shuffle=True)``, ``drop_last=False``);
-* ``augment``: a generator on the device for the per-image rotation angles;
-* ``dropout``: the global generator during training, which nothing else in the loop draws from.
+* ``augment``: a CPU generator for the per-image rotation angles (moved to the device after the draw);
+* ``dropout``: the key of the counter-based dropout masks (:mod:`cnn.draws`), a function of (dropout seed, epoch,
+  step, call, element).
+
+So no draw depends on the device, and :mod:`cnn.block`, which trains several seeds of one step as one batched
+network, draws exactly the same numbers for each of its seeds. (Until issue 9 the angles were drawn on the device
+and the masks from the global generator: CPU rows then differ from today's only through the masks.)
 
 On a CPU the same run gives bit-identical records twice, and a run resumed from the checkpoint of epoch k gives the
-same records as one never stopped. A later multi-seed GPU path can batch several ``Run`` s of one step inside one
-process behind the same ``train`` signature and record format; callers stay as they are.
+same records as one never stopped. A run whose training loss is not finite at the end of an epoch raises
+:class:`Diverged`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch.nn.functional as F
 
 from cnn import zoo
 from cnn.data import MNIST, random_angles, stratified_slice, to_input
+from cnn.draws import Masks
 
 # --quick: stratified share of the training set, and epochs. One epoch because the two 6.3M-param baselines cost
 # ~180 core-seconds per quick epoch each on a 2-core CPU (benchmarks/), and `sweep run all --quick` must fit 10 min.
@@ -39,6 +45,11 @@ EVAL_BATCH = 1000  # test images per forward pass; does not change the metrics' 
 METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_correct", "test_total", "lr")
 TIMINGS = ("epoch_seconds", "images_per_sec")  # vary run to run; everything in METRICS must not on a CPU
 CHANNELS_LAST = torch.channels_last  # 1.1-2.1x faster than NCHW for these small convs on CPU (oneDNN)
+ENGINE = "single"  # the `engine` column of this trainer's rows; cnn.block's is "block"
+
+
+class Diverged(ArithmeticError):
+    """A run's training loss is not finite (NaN or inf) at the end of an epoch. The message is one line."""
 
 
 @dataclass(frozen=True)
@@ -179,9 +190,10 @@ def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterat
 
     torch.manual_seed(seeds.init)
     model = zoo.get_step(run.step).build(recipe).to(device, memory_format=CHANNELS_LAST)
-    torch.manual_seed(seeds.dropout)
+    masks = Masks([seeds.dropout])
+    masks.attach(model)
     order = torch.Generator().manual_seed(seeds.order)
-    augment = torch.Generator(device).manual_seed(seeds.augment)
+    augment = torch.Generator().manual_seed(seeds.augment)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
     scheduler = _scheduler(recipe, optimizer)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.precision == "bf16")
@@ -194,7 +206,6 @@ def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterat
             scheduler.load_state_dict(resume["scheduler"])
         order.set_state(resume["rng"]["order"])
         augment.set_state(resume["rng"]["augment"])
-        _set_global_rng(resume["rng"]["global"], device)
         first = resume["epoch"] + 1
 
     for epoch in range(first, recipe.epochs + 1):
@@ -206,9 +217,10 @@ def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterat
         perm = perm.to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
-        for i in range(0, n_train, recipe.batch_size):
+        for step, i in enumerate(range(0, n_train, recipe.batch_size)):
             idx = perm[i : i + recipe.batch_size]
-            angles = random_angles(len(idx), recipe.rotation, augment, device) if recipe.rotation else None
+            angles = random_angles(len(idx), recipe.rotation, augment, "cpu").to(device) if recipe.rotation else None
+            masks.at(epoch, step)
             x = to_input(data.train_x[idx], recipe.mean, recipe.std, angles, recipe.fill)
             x, y = x.contiguous(memory_format=CHANNELS_LAST), data.train_y[idx]
             with autocast:
@@ -220,6 +232,8 @@ def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterat
             loss_sum += loss.detach() * len(idx)
             correct += (out.detach().argmax(1) == y).sum()
         train_seconds = time.perf_counter() - start
+        if not torch.isfinite(loss_sum):
+            raise Diverged(f"{run.name}: training loss {loss_sum.item() / n_train} in epoch {epoch}")
 
         test_loss, test_correct, predictions = evaluate(model, data, recipe, autocast)
         n_test = len(data.test_y)
@@ -239,6 +253,8 @@ def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterat
             "lr": lr,
             "epoch_seconds": time.perf_counter() - start,
             "images_per_sec": n_train / train_seconds,
+            "engine": ENGINE,
+            "block_size": 1,
         }
 
         def state(epoch=epoch) -> dict[str, Any]:  # a copy: valid after the generator moves on
@@ -248,7 +264,7 @@ def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterat
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "rng": {"order": order.get_state(), "augment": augment.get_state(), "global": _global_rng(device)},
+                    "rng": {"order": order.get_state(), "augment": augment.get_state()},
                 }
             )
 
@@ -277,19 +293,6 @@ def _scheduler(recipe: zoo.Recipe, optimizer):
             optimizer, mode="max", factor=recipe.gamma, patience=recipe.patience
         )
     return None
-
-
-def _global_rng(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_global_rng(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

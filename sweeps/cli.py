@@ -151,6 +151,14 @@ def run(
         ),
     ] = "all",
     base_seed: Annotated[int, typer.Option(help="Seed of the streams --vary holds still.")] = 0,
+    seeds_per_trial: Annotated[
+        int | None,
+        typer.Option(
+            help="Seeds of one step trained together in one trial, as one batched network (the block engine); "
+            "each seed trains as it would alone.",
+            show_default="1 on CPU, 16 with --gpus-per-trial",
+        ),
+    ] = None,
 ) -> None:
     """Train every (step, seed) run that the results folder does not hold yet, spread over Ray.
 
@@ -177,6 +185,7 @@ def run(
         max_failures=max_failures,
         vary=vary,
         base_seed=base_seed,
+        seeds_per_trial=seeds_per_trial,
     )
     if dry_run:
         _print_plan(prepare(config))

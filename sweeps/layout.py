@@ -24,6 +24,7 @@ LOCK = ".sweep.lock"
 # the recipe hash (network, recipe, overrides, quick).
 COMPARABLE = ["recipe_hash", "quick", "precision", "vary", "base_seed"]
 DEFAULTS = {"vary": "all", "base_seed": 0}  # for files written before these columns existed
+EPOCH_DEFAULTS = {"engine": "single", "block_size": 1}  # for epoch files written before issue 9's block engine
 # seed-0007.parquet, seed-0007.json; a --vary run adds its tag (cnn.train.Run.tag): seed-0007-vary-order-b0.parquet
 SEED_NAME = re.compile(r"seed-(\d+)(?:-(vary-[a-z+]+-b\d+))?\.(parquet|json)")
 
@@ -52,8 +53,16 @@ EPOCH_COLUMNS = [
     ("test_correct", pa.int32(), "correctly classified test images"),
     ("test_total", pa.int32(), "test images evaluated (10,000)"),
     ("lr", pa.float64(), "learning rate used during this epoch"),
-    ("epoch_seconds", pa.float64(), "wall seconds of the epoch (train + test)"),
-    ("images_per_sec", pa.float64(), "training images per second"),
+    ("epoch_seconds", pa.float64(), "wall seconds of the epoch (train + test); for a block, the whole block's epoch"),
+    ("images_per_sec", pa.float64(), "training images per second of this run (a block trains `block_size` times more)"),
+    (
+        "engine",
+        pa.string(),
+        "the trainer of this epoch: `single` (`cnn.train`, one seed per trial) or `block` (`cnn.block`: "
+        "`block_size` seeds of one step as one batched network, `sweep run --seeds-per-trial`); the same draws per "
+        "seed, numbers equal to float rounding; rows of both engines are comparable and pooled",
+    ),
+    ("block_size", pa.int32(), "seeds trained together with this one in this epoch, itself included (1 for `single`)"),
     ("params", pa.int64(), "trainable parameters"),
     ("run_id", pa.string(), "`<step>/seed=<S>/<recipe_hash>`"),
     ("sweep_id", pa.string(), "id of the `sweep run` invocation that finished the run"),
@@ -183,9 +192,10 @@ def markers(out: Path) -> Iterator[RunFile]:
             yield RunFile(path.parent.name, *name, path)
 
 
-def with_defaults(table: pa.Table) -> pa.Table:
-    """``table`` with the :data:`DEFAULTS` columns it lacks (files written before those columns existed)."""
-    for name, value in DEFAULTS.items():
+def with_defaults(table: pa.Table, kind: str = EPOCHS) -> pa.Table:
+    """``table``, a run file under ``kind``, with the :data:`DEFAULTS` columns it lacks, and for :data:`EPOCHS` the
+    :data:`EPOCH_DEFAULTS` ones (files written before those columns existed)."""
+    for name, value in {**DEFAULTS, **(EPOCH_DEFAULTS if kind == EPOCHS else {})}.items():
         if name not in table.column_names:
             table = table.append_column(name, pa.array([value] * table.num_rows, EPOCH_SCHEMA.field(name).type))
     return table

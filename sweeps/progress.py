@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
 
 from ray import tune
 
-from cnn.train import Run
-
 
 class Progress(tune.Callback):
-    """Runs done/total, runs started with their epoch, failures and an ETA: one rewritten line on a terminal, a plain
-    line every 30 s and at each finished run when the output is a log file. The ETA is for the ``epochs`` left to
-    train (a resumed run counts only the epochs after its checkpoint)."""
+    """Runs done/total, trials (blocks of runs) started with their epoch, failures and an ETA: one rewritten line on a
+    terminal, a plain line every 30 s and at each finished trial when the output is a log file. The ETA is for the
+    ``epochs`` (model-epochs) left to train (a resumed run counts only the epochs after its checkpoint). ``blocks``
+    maps trial names to :class:`sweeps.runner.Block` s."""
 
-    def __init__(self, runs: dict[str, Run], epochs: int, stream):
-        self.runs, self.epochs, self.stream = runs, epochs, stream
+    def __init__(self, blocks: dict, epochs: int, stream):
+        self.blocks, self.epochs, self.stream = blocks, epochs, stream
+        self.total = sum(len(b.runs) for b in blocks.values())
         self.tty = stream.isatty()
         self.start, self.last = time.monotonic(), 0.0
         self.done, self.failed, self.epochs_done = 0, 0, 0
         self.flight: dict[str, str] = {}
+        self.lost: dict[str, int] = {}  # trial id -> runs of its block that failed while it went on
 
     def __getstate__(self):  # Tune pickles callbacks with its experiment state; a stream does not pickle
         return {**self.__dict__, "stream": None}
@@ -30,24 +32,26 @@ class Progress(tune.Callback):
         self.__dict__.update(state, stream=sys.stderr)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        run = self.runs[trial.config["run"]]
-        self.flight[trial.trial_id] = f"{run.name} starting"
+        self.flight[trial.trial_id] = f"{trial.config['run']} starting"
         self._show()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.epochs_done += 1
-        run = self.runs[trial.config["run"]]
-        self.flight[trial.trial_id] = f"{run.name} {result['epoch']}/{run.recipe.epochs}"
-        self._show()
+        block = self.blocks[trial.config["run"]]
+        self.epochs_done += result.get("seeds", 1)
+        failed = len(json.loads(result.get("failed", "{}")))
+        self.failed += failed
+        self.lost[trial.trial_id] = self.lost.get(trial.trial_id, 0) + failed
+        self.flight[trial.trial_id] = f"{block.name} {result['epoch']}/{block.recipe.epochs}"
+        self._show(force=bool(failed))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.flight.pop(trial.trial_id, None)
-        self.done += 1
+        self.done += len(self.blocks[trial.config["run"]].runs) - self.lost.get(trial.trial_id, 0)
         self._show(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.flight.pop(trial.trial_id, None)
-        self.failed += 1
+        self.failed += len(self.blocks[trial.config["run"]].runs) - self.lost.get(trial.trial_id, 0)
         self._show(force=True)
 
     def on_experiment_end(self, trials, **info):
@@ -60,7 +64,7 @@ class Progress(tune.Callback):
         if self.epochs_done:
             eta = duration(elapsed / self.epochs_done * max(0, self.epochs - self.epochs_done))
         flight = ", ".join(sorted(self.flight.values())) or "-"
-        done = f"{self.done}/{len(self.runs)} runs done, {self.failed} failed"
+        done = f"{self.done}/{self.total} runs done, {self.failed} failed"
         return f"{done}, {duration(elapsed)} elapsed, ETA {eta} | running: {flight}"
 
     def _show(self, force: bool = False) -> None:

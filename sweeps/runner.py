@@ -1,13 +1,19 @@
-"""Run a sweep on Ray Tune: one trial per (step, seed), one Parquet file per finished run, written by the driver.
+"""Run a sweep on Ray Tune: one trial per block of seeds of one step, one Parquet file per finished run, written by
+the driver.
 
 The data flows in the order of this file: a :class:`SweepConfig` is planned into :class:`cnn.train.Run` values
 (each worked out once: effective recipe, recipe hash, parameters, row columns); the runs the results folder does not
-hold yet become one Tune trial each; the thin trainable calls :func:`cnn.train.train` and reports once per epoch
-with a checkpoint; the driver's :class:`ResultsWriter` is the only writer of the results folder.
+hold yet are grouped into :class:`Block` s of up to ``--seeds-per-trial`` seeds of one step, one Tune trial each; the
+thin trainable calls :func:`cnn.train.train` (a block of one) or :func:`cnn.block.train_block` and reports once per
+epoch with one checkpoint for the block; the driver's :class:`ResultsWriter` is the only writer of the results folder.
 
 * MNIST is loaded once by the driver and shared through the object store (``tune.with_parameters``).
 * Unfinished runs keep an in-flight marker with their last checkpoint, so a re-run continues them from there; a
   trial whose worker dies is retried by Tune from its last checkpoint (``FailureConfig``).
+* A checkpoint holds each seed's state in :func:`cnn.train.train`'s format, so a re-run may regroup unfinished seeds
+  into other blocks (seeds that hold the same epoch), or train them with the other engine. Finished seeds are never
+  in a block: raising ``--seeds`` forms blocks of the new seeds only.
+* A seed whose loss turns NaN fails alone: its marker records the error and the other seeds of its block finish.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from cnn import zoo
+from cnn.block import train_block
 from cnn.data import MNIST, load_mnist
 from cnn.train import Run, load_checkpoint, parse_vary, save_checkpoint, train
 from sweeps import BadSweep, layout, results
@@ -44,6 +51,10 @@ from ray import tune  # noqa: E402
 
 from sweeps import cluster  # noqa: E402
 from sweeps.progress import Progress  # noqa: E402
+
+# Seeds per trial when --seeds-per-trial is not given. CPU: SEE_BENCHMARK. GPU: not measured (no GPU for issue 9);
+# 16 seeds give every kernel 16 models' work, and fractional --gpus-per-trial lets several blocks share one GPU.
+SEEDS_PER_TRIAL = {"cpu": 1, "cuda": 16}
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,12 @@ class SweepConfig:
     max_failures: int = 2  # retries of a trial whose worker fails
     vary: str = "all"  # the random streams the seed drives: all, none, or a comma list (cnn.train.parse_vary)
     base_seed: int = 0  # the seed of the streams not varied
+    seeds_per_trial: int | None = None  # seeds of one step per trial, trained as one network; None: per device
+
+    @property
+    def block_size(self) -> int:
+        """``seeds_per_trial``, or the device's default: :data:`SEEDS_PER_TRIAL`."""
+        return self.seeds_per_trial or SEEDS_PER_TRIAL["cuda" if self.gpus_per_trial > 0 else "cpu"]
 
     def __post_init__(self):
         try:
@@ -83,6 +100,10 @@ class SweepConfig:
             (self.num_gpus is None or self.num_gpus >= 0, f"--num-gpus must not be negative, not {self.num_gpus}"),
             (self.max_failures >= 0, f"--max-failures must be 0 or more, not {self.max_failures}"),
             (self.base_seed >= 0, f"--base-seed must be 0 or more, not {self.base_seed}"),
+            (
+                self.seeds_per_trial is None or self.seeds_per_trial >= 1,
+                f"--seeds-per-trial must be at least 1, not {self.seeds_per_trial}",
+            ),
             (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, not {self.precision!r}"),
             (
                 self.out.expanduser().resolve() != Path.cwd(),
@@ -144,6 +165,39 @@ def prepare(config: SweepConfig) -> Plan:
     return Plan(out, runs, frozenset(done) & asked, resume, quarantined)
 
 
+@dataclass(frozen=True)
+class Block:
+    """The runs one Tune trial trains together: seeds of one step (and one ``--vary`` setting) that start from the
+    same epoch. One run trains with :func:`cnn.train.train`, more with :func:`cnn.block.train_block`."""
+
+    runs: tuple[Run, ...]
+
+    @property
+    def name(self) -> str:
+        """The trial's name: the run's name for one run, else ``<step>#<seed>+<seed>+...[-<tag>]``."""
+        first = self.runs[0]
+        if len(self.runs) == 1:
+            return first.name
+        return f"{first.step}#{'+'.join(str(r.seed) for r in self.runs)}" + (f"-{first.tag}" if first.tag else "")
+
+    @property
+    def recipe(self):
+        return self.runs[0].recipe
+
+    @property
+    def params(self) -> int:
+        return self.runs[0].params
+
+
+def form_blocks(sweep: Plan, size: int) -> list[Block]:
+    """The runs left to train, in blocks of up to ``size`` seeds: per step and ``--vary`` setting, the seeds that hold
+    the same epoch (0, or their checkpoint's), in seed order."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in sweep.todo:
+        groups.setdefault((run.step, run.tag, sweep.resume.get(run.key, ("", 0))[1]), []).append(run)
+    return [Block(tuple(g[i : i + size])) for g in groups.values() for i in range(0, len(g), size)]
+
+
 @dataclass
 class SweepSummary:
     sweep_id: str
@@ -186,18 +240,19 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
         with cluster.ray_session(config.address, config.num_cpus, config.num_gpus):
             cluster.check_nodes(config.cpus_per_trial, config.gpus_per_trial)
             results.write_steps(out, sweep.runs)
-            runs, epochs = {r.name: r for r in todo}, sum(map(sweep.epochs_left, todo))
+            blocks = {b.name: b for b in form_blocks(sweep, config.block_size)}
+            epochs = sum(map(sweep.epochs_left, todo))
             print(
-                f"{len(todo)} runs to train ({len(sweep.resume)} resume from a checkpoint), {epochs} model-epochs; "
-                "workers start and import torch",
+                f"{len(todo)} runs to train ({len(sweep.resume)} resume from a checkpoint), {epochs} model-epochs, "
+                f"in {len(blocks)} trials of up to {config.block_size} seeds; workers start and import torch",
                 file=stream,
                 flush=True,
             )
             start = time.monotonic()
-            writer = ResultsWriter(out, runs, data.test_y.numpy(), sweep_id=summary.sweep_id, **cluster.versions())
-            progress = Progress(runs, epochs, stream)
+            writer = ResultsWriter(out, blocks, data.test_y.numpy(), sweep_id=summary.sweep_id, **cluster.versions())
+            progress = Progress(blocks, epochs, stream)
             try:
-                _tuner(config, sweep, summary.sweep_id, runs, data, [writer, progress, *callbacks]).fit()
+                _tuner(config, sweep, summary.sweep_id, blocks, data, [writer, progress, *callbacks]).fit()
             except KeyboardInterrupt:  # a second Ctrl-C; Tune's handler took the first and stopped the trials
                 pass
             summary.seconds = time.monotonic() - start
@@ -207,14 +262,15 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
     return summary
 
 
-def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, runs: dict[str, Run], data: MNIST, callbacks):
-    """One trial per run, the largest networks first, named by the run's name (config ``run``); the trainable looks
-    the run up, and resumes it from the checkpoint its marker names, if any."""
-    resume_from = {r.name: sweep.resume[r.key][0] for r in runs.values() if r.key in sweep.resume}
-    trainable = tune.with_parameters(train_trial, data=data, runs=runs, resume_from=resume_from)
+def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, blocks: dict[str, Block], data: MNIST, callbacks):
+    """One trial per block, the largest networks first, named by the block's name (config ``run``: for a block of
+    one, the run's name); the trainable looks the block up, and resumes each seed from the checkpoint its marker
+    names, if any."""
+    resume_from = {r.name: sweep.resume[r.key][0] for b in blocks.values() for r in b.runs if r.key in sweep.resume}
+    trainable = tune.with_parameters(train_trial, data=data, blocks=blocks, resume_from=resume_from)
     return tune.Tuner(
         tune.with_resources(trainable, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}),
-        param_space={"run": tune.grid_search(sorted(runs, key=lambda name: -runs[name].params))},
+        param_space={"run": tune.grid_search(sorted(blocks, key=lambda name: -blocks[name].params))},
         tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=lambda t: t.config["run"]),
         run_config=tune.RunConfig(
             name=sweep_id,
@@ -230,34 +286,79 @@ def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, runs: dict[str, Run]
 # --- the trainable (runs in a Ray worker) ---------------------------------------------------------------------------
 
 
-def train_trial(config: dict[str, Any], data: MNIST, runs: dict[str, Run], resume_from: dict[str, str]) -> None:
-    """Train one run, resuming from Tune's checkpoint (a retried trial) or its marker's (a re-run sweep)."""
-    run = runs[config["run"]]
-    marked = resume_from.get(run.name)
-    checkpoint = tune.get_checkpoint() or (tune.Checkpoint(marked) if marked else None)
-    resume, history = None, []
+def train_trial(config: dict[str, Any], data: MNIST, blocks: dict[str, Block], resume_from: dict[str, str]) -> None:
+    """Train one block, resuming from Tune's checkpoint of it (a retried trial) or each seed's marker's (a re-run
+    sweep). Each epoch is one checkpoint: ``state.pt`` (every training seed's state), ``history.json`` (every seed's
+    records so far, and the seeds that failed), and at the last epoch ``predictions-<seed>.npy``."""
+    block = blocks[config["run"]]
+    recipe = block.recipe
+    states, histories, predictions, failed = {}, {r.seed: [] for r in block.runs}, {}, {}
+    checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            resume = load_checkpoint(Path(d) / "state.pt")
-            history = json.loads((Path(d) / "history.json").read_text())
-            if resume["epoch"] >= run.recipe.epochs:  # trained to the end, but its rows were never written
-                _report(history, checkpoint=checkpoint)
-                return
-    device = torch.cuda.get_device_name() if run.device == "cuda" else "cpu"
+            states, hist, predictions, failed = _read_checkpoint(Path(d), block.runs)
+            histories.update(hist)
+    else:
+        for r in block.runs:
+            if r.name in resume_from:
+                with tune.Checkpoint(resume_from[r.name]).as_directory() as d:
+                    st, hist, pred, _ = _read_checkpoint(Path(d), [r])
+                states.update(st)
+                histories.update(hist)
+                predictions.update(pred)
+    live = [r for r in block.runs if str(r.seed) not in failed]  # failed: str(seed) -> error, as in history.json
+    if len({states[r.seed]["epoch"] if r.seed in states else 0 for r in live}) > 1:
+        # Seeds of one block start from one epoch (sweeps group them so); a marker that disagrees with its
+        # checkpoint (a sweep killed between the two writes before issue 9) restarts the block instead.
+        states, histories, predictions = {}, {r.seed: [] for r in block.runs}, {}
+    held = max((st["epoch"] for st in states.values()), default=0)
+    device = torch.cuda.get_device_name() if block.runs[0].device == "cuda" else "cpu"
     worker = {"host": socket.gethostname(), "device": device, "torch_version": torch.__version__}
-    for epoch in train(run, data, resume):
-        history.append({**epoch.record, **worker, "wall_time": time.time()})
+
+    def save(epoch: int, new_states: dict[int, dict], new_failed: dict[int, str]) -> None:
         with tempfile.TemporaryDirectory() as d:
-            save_checkpoint(epoch.state(), Path(d) / "state.pt")
-            (Path(d) / "history.json").write_text(json.dumps(history))
-            if epoch.record["epoch"] == run.recipe.epochs:
-                np.save(Path(d) / "predictions.npy", epoch.predictions.numpy())
-            _report(history, checkpoint=tune.Checkpoint.from_directory(d))
+            save_checkpoint({"seeds": new_states}, Path(d) / "state.pt")
+            done = {str(s): h for s, h in histories.items() if str(s) not in failed}
+            (Path(d) / "history.json").write_text(json.dumps({"histories": done, "failed": failed}))
+            if epoch == recipe.epochs:
+                for seed, pred in predictions.items():
+                    np.save(Path(d) / f"predictions-{seed}.npy", pred)
+            metrics = {"epoch": epoch, "seeds": len(new_states), "failed": json.dumps(new_failed)}
+            _report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    if not live or held >= recipe.epochs:  # trained to the end, but the rows were never written
+        save(held, states, {})
+        return
+    if len(block.runs) == 1:
+        (run,) = block.runs
+        epochs = ((e.record["epoch"], {run.seed: e}, {}) for e in train(run, data, states.get(run.seed)))
+    else:
+        epochs = ((b.epoch, b.epochs, b.failed) for b in train_block(live, data, states or None))
+    for epoch, trained, new_failed in epochs:
+        failed.update({str(s): m for s, m in new_failed.items()})
+        for seed, e in trained.items():
+            histories[seed].append({**e.record, **worker, "wall_time": time.time()})
+            if epoch == recipe.epochs:
+                predictions[seed] = e.predictions.numpy()
+        save(epoch, {seed: e.state() for seed, e in trained.items()}, new_failed)
 
 
-def _report(history: list[dict[str, Any]], checkpoint) -> None:
+def _read_checkpoint(d: Path, runs) -> tuple[dict, dict, dict, dict]:
+    """From a checkpoint folder, for ``runs``: their states and histories (by seed), their final predictions where
+    saved, and the block's failed seeds (by str(seed)). Also reads a one-run checkpoint from before issue 9."""
+    state, history = load_checkpoint(d / "state.pt"), json.loads((d / "history.json").read_text())
+    legacy = "seeds" not in state
+    if legacy:
+        state, history = {"seeds": {runs[0].seed: state}}, {"histories": {str(runs[0].seed): history}, "failed": {}}
+    states = {r.seed: state["seeds"][r.seed] for r in runs if r.seed in state["seeds"]}
+    histories = {r.seed: history["histories"][str(r.seed)] for r in runs if r.seed in states}
+    files = {r.seed: d / ("predictions.npy" if legacy else f"predictions-{r.seed}.npy") for r in runs}
+    return states, histories, {s: np.load(f) for s, f in files.items() if f.exists()}, history["failed"]
+
+
+def _report(metrics: dict[str, Any], checkpoint) -> None:
     """The one place that speaks Tune's report API (renamed three times across Ray versions)."""
-    tune.report({k: v for k, v in history[-1].items() if isinstance(v, (int, float))}, checkpoint=checkpoint)
+    tune.report(metrics, checkpoint=checkpoint)
 
 
 # --- the driver: the single writer ----------------------------------------------------------------------------------
@@ -267,38 +368,51 @@ class ResultsWriter(tune.Callback):
     """Writes each finished run's rows and predictions, and keeps unfinished runs' markers up to date. ``columns``
     (sweep id, driver versions) go into every row it writes."""
 
-    def __init__(self, out: Path, runs: dict[str, Run], labels: np.ndarray, **columns: str):
-        self.out, self.runs, self.labels, self.columns = out, runs, labels, columns
+    def __init__(self, out: Path, blocks: dict[str, Block], labels: np.ndarray, **columns: str):
+        self.out, self.blocks, self.labels, self.columns = out, blocks, labels, columns
         self.written, self.failed = [], []
+        self.dead: set[tuple[str, int, str]] = set()  # keys of runs failed inside a block that goes on
+
+    def _alive(self, trial) -> list[Run]:
+        return [r for r in self.blocks[trial.config["run"]].runs if r.key not in self.dead]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run = self.runs[trial.config["run"]]
-        results.write_marker(
-            self.out,
-            *run.key,
-            epoch=result["epoch"],
-            epochs=run.recipe.epochs,
-            sweep_id=self.columns["sweep_id"],
-            error=None,
-        )
+        failed = {int(s): m for s, m in json.loads(result.get("failed", "{}")).items()}
+        for run in self._alive(trial):
+            if run.seed in failed:  # its block trains on without it; a re-run trains it again from the start
+                results.write_marker(self.out, *run.key, error=failed[run.seed], checkpoint=None, epoch=0)
+                self.failed.append(f"{run.name}: {failed[run.seed]}")
+                self.dead.add(run.key)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        run, fs = self.runs[trial.config["run"]], checkpoint.filesystem.type_name
+        fs = checkpoint.filesystem.type_name
         uri = checkpoint.path if fs == "local" else f"{fs}://{checkpoint.path}"
-        results.write_marker(self.out, *run.key, checkpoint=uri)
+        for run in self._alive(trial):  # epoch and checkpoint in one write: a re-run groups seeds by it
+            results.write_marker(
+                self.out,
+                *run.key,
+                epoch=trial.last_result["epoch"],
+                epochs=run.recipe.epochs,
+                checkpoint=uri,
+                sweep_id=self.columns["sweep_id"],
+                error=None,
+            )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run = self.runs[trial.config["run"]]
         with trial.checkpoint.as_directory() as d:
             history = json.loads((Path(d) / "history.json").read_text())
-            predictions = np.load(Path(d) / "predictions.npy")
-        results.write_run(self.out, run, results.rows(run, history, **self.columns), predictions, self.labels)
-        self.written.append(run.key)
+            runs = [r for r in self._alive(trial) if str(r.seed) not in history["failed"]]
+            predictions = {r.seed: np.load(Path(d) / f"predictions-{r.seed}.npy") for r in runs}
+        for run in runs:
+            rows = results.rows(run, history["histories"][str(run.seed)], **self.columns)
+            results.write_run(self.out, run, rows, predictions[run.seed], self.labels)
+            self.written.append(run.key)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run, error = self.runs[trial.config["run"]], _last_error_line(trial)
-        results.write_marker(self.out, *run.key, error=error)
-        self.failed.append(f"{run.name}: {error}")
+        error = _last_error_line(trial)
+        for run in self._alive(trial):
+            results.write_marker(self.out, *run.key, error=error)
+            self.failed.append(f"{run.name}: {error}")
 
 
 def _last_error_line(trial) -> str:
