@@ -150,7 +150,7 @@ def breakdown(step: str, data: cdata.MNIST, S: int, threads: int, med: dict[str,
     finally:
         draws.multiplier = multiplier
     say(f"  where a block of {S} spends one epoch ({secs:.1f} s here, partial data):")
-    say(f"    dropout masks (cnn.draws, numpy, one thread): {100 * spent[0] / secs:.1f} %")
+    say(f"    dropout masks (cnn.draws, numpy, batch split over the threads): {100 * spent[0] / secs:.1f} %")
     recipe = zoo.get_step(step).recipe
     n = min(len(data.train_y), 20 * recipe.batch_size)
     few = cdata.MNIST(data.train_x[:n], data.train_y[:n], data.test_x[:1000], data.test_y[:1000])
