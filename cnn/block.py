@@ -12,9 +12,10 @@ per seed.
 Why grouped convolutions and not ``torch.func.stack_module_state`` + ``vmap``: vmap's batching rule turns a
 convolution with batched weights into this same grouped convolution, but on NCHW tensors (a copy in and out of
 channels_last per layer), needs BatchNorm's running statistics and the dropout masks threaded through by hand, and
-on this CPU ran 0.58x the speed of S separate models at S=4 where the grouped channels_last block ran 0.94-1.27x
-(one thread, s001-model3; benchmarks/bench_block.py). With S*c channels, channels_last BatchNorm and elementwise
-layers vectorise over a wide last axis: BatchNorm's share fell from 10.5 to 4.7 ms per model-step at S=8.
+on this CPU ran 0.38-0.83x the speed of S separate models where the grouped channels_last block ran 0.77-1.94x
+(S = 2, 4, 8 on 1 and 2 threads, s001-model3 and s004-exp1; benchmarks/results/batching-cpu.txt). With S*c
+channels, channels_last BatchNorm and elementwise layers vectorise over a wide last axis: BatchNorm's share fell
+from 10.5 to 4.7 ms per model-step at S=8.
 
 Each seed trains exactly as :func:`cnn.train.train` would train it alone:
 
