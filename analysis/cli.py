@@ -34,6 +34,14 @@ def report(
     confidence: Annotated[float, typer.Option(help="Level of every interval.")] = 0.95,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples, and Mann-Whitney permutations.")] = 2_000,
     bootstrap_seed: Annotated[int, typer.Option(help="Seed of the bootstrap, for reproducible intervals.")] = 0,
+    split: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Report apart the runs of each value of a column that is otherwise pooled: engine, block_size or "
+            "device. Repeat to split by several.",
+            show_default="pooled",
+        ),
+    ] = None,
     json_: Annotated[
         bool, typer.Option("--json", help="Print the per-step summary as JSON instead of the table.")
     ] = False,
@@ -52,8 +60,9 @@ def report(
         confidence=confidence,
         n_bootstrap=bootstrap,
         random_state=bootstrap_seed,
+        split=tuple(split or ()),
     )
-    results = load_results(out)
+    results = load_results(out, options.split)
     for damaged, moved_to in results.quarantined:
         typer.echo(
             f"moved damaged {damaged} to {moved_to} (with its run's other file); the next sweep run trains the "

@@ -27,6 +27,11 @@ that is the step name, extended only as far as needed to tell the step's groups 
 A folder from one quick sweep therefore reads `s001-model3` (the report states that all runs are quick), and a
 folder that mixes reads `s001-model3 [quick]` next to `s001-model3`. Every statistic and figure is per group, and a
 progression only compares groups with the same quick flag.
+
+Some columns change bits, not distributions, and are pooled: the engine, the block size and the device
+(`SPLITTABLE`). `sweep report --split engine` reports a step's runs of each engine apart, as
+`<step> [engine=block]` next to `<step> [engine=single]`. A split value belongs to a run: a run whose epochs hold
+several values (a seed that resumed in the other engine) reads e.g. `[engine=block+single]`.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from analysis import ReportError
 from sweeps import layout
 
 GROUP_KEY = ["step", *layout.COMPARABLE]
+RUN_KEY = ["step", "vary", "base_seed", "seed"]  # one run: its file name (layout.run_file)
+SPLITTABLE = ("engine", "block_size", "device")  # pooled columns that `sweep report --split` can report apart
 EPOCH_COLUMNS = {"submission", "seed", "epoch", "epochs", "test_acc", "test_total", "params", *layout.COMPARABLE}
 PREDICTION_COLUMNS = {"seed", "recipe_hash", "quick", "epoch", "n", "correct"}
 STEP_COLUMNS = {"step", "submission", "order", "params", "epochs"}
@@ -76,22 +83,28 @@ class Results:
     quarantined: list[tuple[Path, Path]] = field(default_factory=list)  # damaged files moved aside now: (from, to)
 
 
-def load_results(out: Path) -> Results:
-    """Read `out`; raise ReportError with one line on anything the report cannot use."""
+def load_results(out: Path, split: tuple[str, ...] = ()) -> Results:
+    """Read `out`; raise ReportError with one line on anything the report cannot use. `split`: SPLITTABLE columns
+    whose values are reported apart (module doc)."""
     out = Path(out)
+    check_split(split)
     if not out.is_dir():
         raise ReportError(f"{out}: no such results folder")
     quarantined = layout.quarantine_damaged(out)
     epochs = _read_runs(out, layout.EPOCHS, EPOCH_COLUMNS)
     if epochs.empty:
         raise ReportError(f"{out}: no finished runs yet (no rows under epochs/)")
-    _refuse_duplicates(epochs, ["step", "vary", "base_seed", "seed", "epoch"], out / layout.EPOCHS)
+    _refuse_duplicates(epochs, [*RUN_KEY, "epoch"], out / layout.EPOCHS)
     predictions = _read_runs(out, layout.PREDICTIONS, PREDICTION_COLUMNS)
-    _refuse_duplicates(predictions, ["step", "vary", "base_seed", "seed"], out / layout.PREDICTIONS)
+    _refuse_duplicates(predictions, RUN_KEY, out / layout.PREDICTIONS)
 
-    keys = epochs[GROUP_KEY].drop_duplicates().reset_index(drop=True)
+    by = [f"by {column}" for column in split]
+    if split:  # each run's value of each split column, on all its rows
+        values = epochs.groupby(RUN_KEY)[list(split)].agg(lambda v: "+".join(sorted(map(str, v.unique()))))
+        epochs = epochs.merge(values.set_axis(by, axis=1).reset_index(), on=RUN_KEY, how="left")
+    keys = epochs[GROUP_KEY + by].drop_duplicates().reset_index(drop=True)
     keys["group"] = group_labels(keys)
-    epochs = epochs.merge(keys, on=GROUP_KEY, how="left")
+    epochs = epochs.merge(keys, on=GROUP_KEY + by, how="left").drop(columns=by)
     # predictions count only beside their own run's epoch rows
     runs = epochs[["step", "seed", "recipe_hash", "quick", "vary", "base_seed", "group"]].drop_duplicates()
     match = ["step", "seed", "recipe_hash", "quick", "vary", "base_seed"]
@@ -106,8 +119,15 @@ def load_results(out: Path) -> Results:
     )
 
 
+def check_split(split: tuple[str, ...]) -> None:
+    for column in split:
+        if column not in SPLITTABLE:
+            raise ReportError(f"--split takes {', '.join(SPLITTABLE)}, not {column!r}")
+
+
 def group_labels(keys: pd.DataFrame) -> pd.Series:
-    """Label each unique (step, *layout.COMPARABLE) row as described in the module doc."""
+    """Label each unique (step, *layout.COMPARABLE, *split) row as described in the module doc; a split column is
+    named `by <column>`."""
     quick, precision = keys["quick"].astype(bool), keys["precision"].astype(str)
     label = keys["step"].astype(str)
     if quick.nunique() > 1:
@@ -117,7 +137,10 @@ def group_labels(keys: pd.DataFrame) -> pd.Series:
     varied = keys["vary"].astype(str) + " b" + keys["base_seed"].astype(str)
     label = label.where(keys["vary"] == "all", label + " [vary " + varied + "]")
     hashes = keys.groupby(["step", "quick", "precision", "vary", "base_seed"])["recipe_hash"].transform("nunique")
-    return label.where(hashes == 1, label + " @" + keys["recipe_hash"].astype(str).str[:7])
+    label = label.where(hashes == 1, label + " @" + keys["recipe_hash"].astype(str).str[:7])
+    for column in keys.columns[keys.columns.str.startswith("by ")]:
+        label = label + f" [{column[3:]}=" + keys[column] + "]"
+    return label
 
 
 def _read_runs(out: Path, kind: str, required: set[str]) -> pd.DataFrame:

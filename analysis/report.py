@@ -195,8 +195,8 @@ def in_plain_words(s, o: Options) -> str:
 # --- the steps table as CSV, every column documented -------------------------------------------------------------
 
 STEPS_COLUMNS = {
-    "group": "comparable group: one step, one recipe hash, one --quick flag (its label names the step, and more "
-    "only where needed)",
+    "group": "comparable group: one step, one recipe hash, one --quick flag, precision and --vary setting, and with "
+    "--split one value of each split column (its label names the step, and more only where needed)",
     "step": "step name",
     "submission": "seed file prefix of the step",
     "order": "the step's place within its submission",
@@ -338,7 +338,7 @@ def render_html(results: Results, summary: Summary, figures: dict[str, tuple[str
             pd.DataFrame(
                 {
                     "option": list(o.as_dict()),
-                    "value": ["each step's recipe epochs" if v is None else v for v in o.as_dict().values()],
+                    "value": [_option_value(k, v) for k, v in o.as_dict().items()],
                 }
             ),
             "options-table",
@@ -585,6 +585,14 @@ def _claims_table(steps: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return table.loc[:, (table != "").any()]  # no empty columns
+
+
+def _option_value(name: str, value) -> str:
+    if name == "epoch_budget" and value is None:
+        return "each step's recipe epochs"
+    if name == "split":
+        return ", ".join(value) or "none: engines, block sizes and devices pooled"
+    return value
 
 
 def definitions(o: Options = Options()) -> dict[str, str]:

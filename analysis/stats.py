@@ -28,7 +28,7 @@ import scipy.stats
 from statsmodels.stats.proportion import proportion_confint
 
 from analysis import ReportError
-from analysis.load import Results
+from analysis.load import Results, check_split
 
 EPS = 1e-9  # percent; "at or above the target" forgives the float rounding of 100 * correct / total
 VERDICTS = ("CONSISTENT", "LUCKY", "UNDECIDED", "NEVER", "TOO SHORT")
@@ -50,6 +50,7 @@ class Options:
     confidence: float = 0.95  # of every interval
     n_bootstrap: int = 2_000  # bootstrap resamples, and permutations of the Mann-Whitney test
     random_state: int = 0  # seed of every bootstrap and permutation
+    split: tuple[str, ...] = ()  # pooled columns whose values are reported apart (analysis.load.SPLITTABLE)
 
     def __post_init__(self):
         """Every option is checked here, before anything is read; the messages name the `sweep report` options."""
@@ -69,6 +70,7 @@ class Options:
         for ok, message in checks:
             if not ok:
                 raise ReportError(message)
+        check_split(self.split)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -41,10 +41,12 @@ def write_run(
     precision: str = "fp32",
     vary: str = "all",
     base_seed: int = 0,
+    engine: str | list[str] = "single",
     correct=None,
 ) -> None:
     """One finished run: its epoch rows (test accuracies `accs`, percent, multiples of 0.01) and, when `correct`
-    (bool per test image) is given, its predictions row."""
+    (bool per test image) is given, its predictions row. `engine`: one for every epoch, or one per epoch."""
+    engines = [engine] * len(accs) if isinstance(engine, str) else engine
     tag = "" if vary == "all" else f"vary-{vary.replace(',', '+')}-b{base_seed}"  # as cnn.train.Run.tag
     fixed = {
         "submission": submission,
@@ -73,6 +75,8 @@ def write_run(
             "sweep_id": "test-sweep",
             "overrides": overrides,
             "precision": precision,
+            "engine": engines[epoch - 1],
+            "block_size": 1 if engines[epoch - 1] == "single" else 4,
             "device": "cpu",
             "host": "test",
             "torch_version": "2.5.0",

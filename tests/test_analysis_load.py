@@ -101,6 +101,32 @@ def test_precisions_are_never_pooled(folder):
     assert {g: sorted(s) for g, s in groups.items()} == {"s001-a": [0, 1], "s001-a [bf16]": [2]}
 
 
+def test_engines_are_pooled_unless_split(folder):
+    write_run(folder, "s001-a", 2, ACCS, engine="block", correct=[True, True, False])
+    write_run(folder, "s001-a", 3, ACCS, engine=["single", "block", "block"])  # resumed in a block
+    assert set(load_results(folder).epochs["group"]) == {"s001-a"}
+    r = load_results(folder, split=("engine",))
+    groups = r.epochs.groupby("group")["seed"].unique()
+    assert {g: sorted(s) for g, s in groups.items()} == {
+        "s001-a [engine=single]": [0, 1],
+        "s001-a [engine=block]": [2],
+        "s001-a [engine=block+single]": [3],
+    }
+    assert r.epochs["engine"].tolist().count("single") == 7  # the rows keep their own values
+    assert dict(zip(r.predictions["seed"], r.predictions["group"])) == {
+        0: "s001-a [engine=single]",
+        1: "s001-a [engine=single]",
+        2: "s001-a [engine=block]",
+    }
+    two = load_results(folder, split=("engine", "block_size"))
+    assert "s001-a [engine=block] [block_size=4]" in set(two.epochs["group"])
+
+
+def test_only_pooled_columns_split(folder):
+    with pytest.raises(ReportError, match="--split takes engine, block_size, device, not 'seed'"):
+        load_results(folder, split=("seed",))
+
+
 def test_missing_predictions_and_unlisted_steps(tmp_path):
     write_steps(tmp_path, [steps_row()])
     write_run(tmp_path, "s001-a", 0, ACCS)  # no predictions yet

@@ -2,6 +2,7 @@
 
 import base64
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -318,3 +319,18 @@ def test_verdict_table_marks_the_seeds_own_target(tmp_path):
     text = verdict_text(summarize(load_results(tmp_path), Options(n_bootstrap=200)))
     assert re.search(r"^s1 +9,000 OVER .* 99\.45 ok, <10,000 ok, <=2 NO +UNDECIDED", text, re.M), text
     assert re.search(r"^s2 .* - +NEVER\b", text, re.M), text
+
+
+def test_split_engine_reports_each_engines_runs_apart(tmp_path):
+    write_steps(tmp_path, [{"step": "s001-a", "submission": "000", "order": 1, "params": 7_000, "epochs": 3}])
+    for seed in range(4):
+        write_run(tmp_path, "s001-a", seed, [99.3, 99.45, 99.42], engine="single" if seed < 2 else "block")
+    pooled = invoke("--out", tmp_path, "--last-k", "1", "--json")
+    assert pooled.exit_code == 0, pooled.output
+    assert {row["group"]: row["n_seeds"] for row in json.loads(pooled.stdout)} == {"s001-a": 4}
+    split = invoke("--out", tmp_path, "--last-k", "1", "--split", "engine", "--json")
+    assert split.exit_code == 0, split.output
+    rows = {row["group"]: row["n_seeds"] for row in json.loads(split.stdout)}
+    assert rows == {"s001-a [engine=single]": 2, "s001-a [engine=block]": 2}
+    text = (tmp_path / "report.html").read_text()
+    assert "<td>split</td><td>engine</td>" in text.replace("\n", "")

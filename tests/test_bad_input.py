@@ -70,6 +70,7 @@ CASES = {
     "report: --confidence 1.5": (["report", "--out", "{out}", "--confidence", "1.5"], "--confidence must be at"),
     "report: --bootstrap 10": (["report", "--out", "{out}", "--bootstrap", "10"], "--bootstrap must be at least 100"),
     "report: --bootstrap-seed -1": (["report", "--out", "{out}", "--bootstrap-seed", "-1"], "--bootstrap-seed must be"),
+    "report: --split seed": (["report", "--out", "{out}", "--split", "seed"], "--split takes engine, block_size"),
     "report: --html not writable": (
         ["report", "--out", "{out}", "--last-k", "1", "--html", "{file}/r.html"],
         "cannot write the report",
