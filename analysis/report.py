@@ -587,7 +587,7 @@ def _claims_table(steps: pd.DataFrame) -> pd.DataFrame:
     return table.loc[:, (table != "").any()]  # no empty columns
 
 
-def _option_value(name: str, value) -> str:
+def _option_value(name: str, value):
     if name == "epoch_budget" and value is None:
         return "each step's recipe epochs"
     if name == "split":
