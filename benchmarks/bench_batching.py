@@ -145,9 +145,7 @@ def main() -> None:
             for threads in map(int, args.threads.split(",")):
                 measure(step, S, threads, args.steps, args.reps, say)
     say(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"written to {args.out}")
+    bt.write(args.out, lines)
 
 
 if __name__ == "__main__":

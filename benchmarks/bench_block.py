@@ -211,9 +211,7 @@ def main() -> None:
         run_case(case, full, seeds_sets, args.threads, say)
     say(f"\nload average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("\n".join(lines) + "\n")
-        print(f"\nwritten to {out}")
+        bt.write(out, lines)
 
 
 if __name__ == "__main__":

@@ -327,6 +327,13 @@ def breakdown(step_name: str, data: cdata.MNIST, seeds_seconds: float, ours_seco
 # ---- report -------------------------------------------------------------------------------------------------------
 
 
+def write(out: Path, lines: list[str]) -> None:
+    """A benchmark's printed lines, as its committed output file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {out}")
+
+
 def machine() -> list[str]:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     field = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lscpu.splitlines())}
@@ -381,9 +388,7 @@ def main() -> None:
     for case in cases:
         run_case(case, full, seeds_sets, say)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("\n".join(lines) + "\n")
-        print(f"\nwritten to {out}")
+        write(out, lines)
 
 
 if __name__ == "__main__":

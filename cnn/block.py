@@ -50,9 +50,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnn import zoo
-from cnn.data import MNIST, random_angles, stratified_slice, to_input
+from cnn.data import MNIST, random_angles, to_input
 from cnn.draws import Masks
-from cnn.train import CHANNELS_LAST, EVAL_BATCH, QUICK, Epoch, Run, _scheduler
+from cnn.train import CHANNELS_LAST, EVAL_BATCH, Epoch, Run, _scheduler, place
 
 ENGINE = "block"
 
@@ -167,12 +167,7 @@ def train_block(
     check_block(runs)
     run, S = runs[0], len(runs)
     recipe = run.recipe
-    device = torch.device(run.device)
-    if run.threads:
-        torch.set_num_threads(run.threads)
-    data = data.to(device)
-    train_idx = stratified_slice(data.train_y, QUICK["fraction"]) if run.quick else None
-    n_train = len(train_idx) if train_idx is not None else len(data.train_y)
+    device, data, train_idx, n_train = place(run, data)
     seeds = [r.seeds for r in runs]
     spec = zoo.get_step(run.step)
 

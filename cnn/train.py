@@ -178,15 +178,21 @@ class Epoch:
     state: Callable[[], dict[str, Any]] = field(repr=False)
 
 
-def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterator[Epoch]:
-    """Yield one :class:`Epoch` per epoch of ``run``; with ``resume`` (an ``Epoch.state()``), continue after it."""
-    recipe, seeds = run.recipe, run.seeds
+def place(run: Run, data: MNIST) -> tuple[torch.device, MNIST, torch.Tensor | None, int]:
+    """Set torch's threads for ``run`` and put ``data`` on its device: (device, data there, the training images'
+    indices (a stratified slice with ``--quick``; None: all), how many that is). Both engines start here."""
     device = torch.device(run.device)
     if run.threads:
         torch.set_num_threads(run.threads)
     data = data.to(device)
     train_idx = stratified_slice(data.train_y, QUICK["fraction"]) if run.quick else None
-    n_train = len(train_idx) if train_idx is not None else len(data.train_y)
+    return device, data, train_idx, len(train_idx) if train_idx is not None else len(data.train_y)
+
+
+def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterator[Epoch]:
+    """Yield one :class:`Epoch` per epoch of ``run``; with ``resume`` (an ``Epoch.state()``), continue after it."""
+    recipe, seeds = run.recipe, run.seeds
+    device, data, train_idx, n_train = place(run, data)
 
     torch.manual_seed(seeds.init)
     model = zoo.get_step(run.step).build(recipe).to(device, memory_format=CHANNELS_LAST)
