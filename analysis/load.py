@@ -1,14 +1,13 @@
 """Read a results folder (docs/results-format.md) into three DataFrames: epochs, predictions, steps.
 
-This module is the only reader of the folder. A run with a file Parquet cannot read is first moved aside into
-`quarantine/` (`sweeps.layout.quarantine_damaged`), so that it blocks no other step. It refuses bad input with one
-`ReportError` line: a missing folder,
-a folder with no finished run, a file Parquet cannot read (corrupt or half written), a file without the columns the
-report needs, or duplicate rows for one (step, seed, epoch). Run files are found as `sweeps.layout` names them
-(`step=<name>/seed-<SSSS>.parquet`); any other name, such as the atomic writer's dot-named temporary file, is not a
-result and is skipped. A run may have its
-epochs but not yet its predictions; `predictions` then simply lacks that run. Runs still in flight (a marker under
-`runs/<step>/` and no epoch rows yet) are only counted, per step, so that a report made mid-sweep can say so.
+This module is the report's reader of the folder; it reads it through `sweeps.layout.read`, each file once. A run
+with a file Parquet cannot read is first moved aside into `quarantine/`, so that it blocks no other step. It refuses
+bad input with one `ReportError` line: a missing folder, a folder with no finished run, a file without the columns the
+report needs, files that disagree on column types, or duplicate rows for one (step, seed, epoch). Run files are found
+as `sweeps.layout` names them (`step=<name>/seed-<SSSS>.parquet`); any other name, such as the atomic writer's
+dot-named temporary file, is not a result and is skipped. A run may have its epochs but not yet its predictions;
+`predictions` then simply lacks that run. Runs still in flight (a marker under `runs/<step>/` and no epoch rows yet)
+are only counted, per step, so that a report made mid-sweep can say so.
 
 Comparable groups
 -----------------
@@ -42,7 +41,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from analysis import ReportError
 from sweeps import layout
@@ -90,12 +88,12 @@ def load_results(out: Path, split: tuple[str, ...] = ()) -> Results:
     check_split(split)
     if not out.is_dir():
         raise ReportError(f"{out}: no such results folder")
-    quarantined = layout.quarantine_damaged(out)
-    epochs = _read_runs(out, layout.EPOCHS, EPOCH_COLUMNS)
+    folder = layout.read(out)
+    epochs = _frame(folder.epochs, out / layout.EPOCHS, EPOCH_COLUMNS)
     if epochs.empty:
         raise ReportError(f"{out}: no finished runs yet (no rows under epochs/)")
     _refuse_duplicates(epochs, [*RUN_KEY, "epoch"], out / layout.EPOCHS)
-    predictions = _read_runs(out, layout.PREDICTIONS, PREDICTION_COLUMNS)
+    predictions = _frame(folder.predictions, out / layout.PREDICTIONS, PREDICTION_COLUMNS)
     _refuse_duplicates(predictions, RUN_KEY, out / layout.PREDICTIONS)
 
     by = [f"by {column}" for column in split]
@@ -112,10 +110,10 @@ def load_results(out: Path, split: tuple[str, ...] = ()) -> Results:
     return Results(
         epochs=epochs,
         predictions=predictions,
-        steps=_steps(out / layout.STEPS, epochs),
+        steps=_steps(folder.steps, out / layout.STEPS, epochs),
         out=out,
         unfinished=_unfinished(out, epochs),
-        quarantined=quarantined,
+        quarantined=folder.quarantined,
     )
 
 
@@ -143,26 +141,23 @@ def group_labels(keys: pd.DataFrame) -> pd.Series:
     return label
 
 
-def _read_runs(out: Path, kind: str, required: set[str]) -> pd.DataFrame:
-    """Every run file under `kind` (layout.run_files) as one frame, with `step` taken from its partition folder."""
-    tables = []
-    for step, _, _, path in layout.run_files(out, kind):
-        try:
-            table = layout.with_defaults(pq.read_table(path), kind)
-        except (pa.ArrowException, OSError) as e:
-            raise ReportError(f"cannot read {path}: {_first_line(e)}") from None
+def _frame(tables: dict[layout.RunKey, pa.Table], folder: Path, required: set[str]) -> pd.DataFrame:
+    """The run files of one kind (layout.read) as one frame, with `step` taken from the run's key."""
+    parts = []
+    for key, table in tables.items():
         missing = required - set(table.column_names)
         if missing:
+            path = layout.run_file(folder.parent, folder.name, *key)
             raise ReportError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        tables.append(table.append_column("step", pa.array([step] * table.num_rows, pa.string())))
-    if not tables:
+        parts.append(table.append_column("step", pa.array([key.step] * table.num_rows, pa.string())))
+    if not parts:
         return pd.DataFrame(columns=["step", *sorted(required)])
     try:
-        frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+        frame = pa.concat_tables(parts, promote_options="permissive").to_pandas()
     except pa.ArrowException as e:
-        raise ReportError(f"{out / kind}: files disagree on column types: {_first_line(e)}") from None
+        raise ReportError(f"{folder}: files disagree on column types: {_first_line(e)}") from None
     if frame[list(required)].isna().any().any():
-        raise ReportError(f"{out / kind}: empty values in required columns")
+        raise ReportError(f"{folder}: empty values in required columns")
     return frame
 
 
@@ -173,13 +168,11 @@ def _refuse_duplicates(frame: pd.DataFrame, key: list[str], folder: Path) -> Non
         raise ReportError(f"{folder}: duplicate rows for " + ", ".join(f"{k} {first[k]}" for k in key))
 
 
-def _steps(path: Path, epochs: pd.DataFrame) -> pd.DataFrame:
-    """steps.parquet, plus a bare row (no order, no claims) for any step with rows that it does not list yet."""
-    if path.exists():
-        try:
-            steps = pq.read_table(path).to_pandas()
-        except (pa.ArrowException, OSError) as e:
-            raise ReportError(f"cannot read {path}: {_first_line(e)}") from None
+def _steps(table: pa.Table | None, path: Path, epochs: pd.DataFrame) -> pd.DataFrame:
+    """steps.parquet (as layout.read read it), plus a bare row (no order, no claims) for any step with rows that it
+    does not list yet."""
+    if table is not None:
+        steps = table.to_pandas()
         missing = STEP_COLUMNS - set(steps.columns)
         if missing:
             raise ReportError(f"{path}: missing column(s) {', '.join(sorted(missing))}")

@@ -1,22 +1,28 @@
-"""Train one (step, seed) run: a generator of per-epoch records, with no printing and no Ray.
+"""Train the seeds of one step: a generator of per-epoch, per-seed records, with no printing, no files and no Ray.
 
-The data stays on the run's device as uint8 tensors; each batch is gathered, rotated and normalised there
-(:mod:`cnn.data`). Four random streams drive the four sources of randomness. Each is seeded from the run seed, or,
-for the streams a ``--vary`` run holds still, from its base seed (:attr:`Run.seeds`):
+One loop trains S seeds of one step as one batched network (:mod:`cnn.block`); one seed is a block of one, which is
+the step's own network. Each seed trains exactly as it would alone:
 
-* ``init``: the global generator while the network is built (PyTorch's default initialisation);
-* ``order``: a CPU generator for the per-epoch shuffle (``DataLoader(shuffle=True)``, ``drop_last=False``);
-* ``augment``: a CPU generator for the per-image rotation angles (moved to the device after the draw);
-* ``dropout``: the key of the counter-based dropout masks (:mod:`cnn.draws`), a function of (dropout seed, epoch,
-  step, call, element).
+* its initialisation is built from its own init seed (PyTorch's default initialisation, drawn from the global
+  generator right after seeding it);
+* its data order (``randperm``, as ``DataLoader(shuffle=True, drop_last=False)``) and rotation angles come from CPU
+  generators of its own, and its dropout masks from the counter-based draws of :mod:`cnn.draws` with its own key: no
+  draw depends on the device or on the other seeds of its block;
+* its loss is its own batch mean; the block minimises the sum, whose gradient for one seed's rows is that seed's own
+  gradient;
+* SGD momentum is elementwise, so per seed; each seed steps with its own learning rate, and its schedule (StepLR,
+  ReduceLROnPlateau on its own test accuracy) is the torch scheduler of a one-parameter bookkeeping SGD of its own.
 
-So no draw depends on the device, and :mod:`cnn.block`, which trains several seeds of one step as one batched
-network, draws exactly the same numbers for each of its seeds. (Until issue 9 the angles were drawn on the device
-and the masks from the global generator: CPU rows then differ from today's only through the masks.)
+The data stays on the device as uint8 tensors; each batch is gathered, rotated and normalised there
+(:mod:`cnn.data`). Four random streams drive the four sources of randomness, each seeded from the run seed or, for
+the streams a ``--vary`` run holds still, from its base seed (:attr:`Run.seeds`).
 
-On a CPU the same run gives bit-identical records twice, and a run resumed from the checkpoint of epoch k gives the
-same records as one never stopped. A run whose training loss is not finite at the end of an epoch raises
-:class:`Diverged`.
+On a CPU the same runs give bit-identical records twice, and runs resumed from the states of epoch k give the
+records of runs never stopped. A block of one computes with exactly the single network's kernels; from two seeds on,
+grouped kernels sum in another order, so a seed's numbers agree with its run alone to float rounding, which training
+amplifies over the epochs. A seed whose training loss is not finite at the end of an epoch fails alone
+(:attr:`Epoch.failed`): its rows are zeroed and frozen (learning rate 0) and the other seeds carry on. A seed's
+:meth:`SeedEpoch.state` is the same whatever block it trained in, so it can resume in any block.
 """
 
 from __future__ import annotations
@@ -25,16 +31,17 @@ import copy
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from cnn import zoo
+from cnn.block import per_seed, seed_rows, stack
 from cnn.data import MNIST, random_angles, stratified_slice, to_input
 from cnn.draws import Masks
 
@@ -45,11 +52,6 @@ EVAL_BATCH = 1000  # test images per forward pass; does not change the metrics' 
 METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_correct", "test_total", "lr")
 TIMINGS = ("epoch_seconds", "images_per_sec")  # vary run to run; everything in METRICS must not on a CPU
 CHANNELS_LAST = torch.channels_last  # 1.1-2.1x faster than NCHW for these small convs on CPU (oneDNN)
-ENGINE = "single"  # the `engine` column of this trainer's rows; cnn.block's is "block"
-
-
-class Diverged(ArithmeticError):
-    """A run's training loss is not finite (NaN or inf) at the end of an epoch. The message is one line."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,11 @@ def parse_vary(text: str) -> str:
 
 @dataclass(frozen=True)
 class Run:
-    """One (step, seed) run, worked out once when it is planned (:meth:`plan`): its effective recipe, recipe hash and
-    parameter count, and so the fixed columns of its rows. Everything downstream reads it; nothing recomputes it."""
+    """One (step, seed) run, worked out once when it is planned (:meth:`plan`): the step, its effective recipe, recipe
+    hash, parameter count and stream seeds. Everything downstream reads it; nothing recomputes it. The step itself
+    travels with the run, so a worker trains it without looking it up by name."""
 
-    step: str
+    spec: zoo.Step = field(repr=False)
     seed: int
     recipe: zoo.Recipe  # the step's recipe with this run's overrides (--epochs, --quick) applied
     recipe_hash: str  # zoo.recipe_hash: what makes two runs' rows comparable
@@ -99,6 +102,7 @@ class Run:
     threads: int | None = None  # CPU threads; None: torch's default
     vary: str = "all"  # the streams this run's seed drives (parse_vary); the others come from base_seed
     base_seed: int = 0  # the seed of the streams held still; 0 where vary is "all"
+    seeds: Seeds = field(init=False, repr=False, compare=False)  # the four stream seeds
 
     @classmethod
     def plan(cls, step: str, seed: int, *, epochs: int | None = None, quick: bool = False, **options) -> Run:
@@ -110,7 +114,7 @@ class Run:
         recipe = dataclasses.replace(spec.recipe, epochs=override) if override else spec.recipe
         model = spec.build(recipe)
         return cls(
-            step,
+            spec,
             seed,
             recipe,
             zoo.recipe_hash(spec, recipe, repr(model), quick),
@@ -126,172 +130,231 @@ class Run:
         object.__setattr__(self, "vary", parse_vary(self.vary))
         if self.vary == "all":  # every stream comes from the run seed: the base seed plays no part
             object.__setattr__(self, "base_seed", 0)
-
-    @property
-    def seeds(self) -> Seeds:
-        """The four stream seeds: the run seed's for the streams it varies, the base seed's for the others."""
         own, base = Seeds.of(self.seed), Seeds.of(self.base_seed)
         varied = STREAMS if self.vary == "all" else self.vary.split(",")
-        return Seeds(**{s: getattr(own if s in varied else base, s) for s in STREAMS})
+        object.__setattr__(self, "seeds", Seeds(**{s: getattr(own if s in varied else base, s) for s in STREAMS}))
 
     @property
-    def tag(self) -> str:
-        """'' for a run whose seed drives every stream; else ``vary-<streams joined by +>-b<base seed>``, which tells
-        its files apart from the same seed's ``all`` run (sweeps.layout parses it)."""
-        return "" if self.vary == "all" else f"vary-{self.vary.replace(',', '+')}-b{self.base_seed}"
+    def step(self) -> str:
+        return self.spec.name
 
-    @property
-    def key(self) -> tuple[str, int, str]:
-        """What names the run's files: (step, seed, tag)."""
-        return self.step, self.seed, self.tag
 
-    @property
-    def name(self) -> str:
-        return f"{self.step}#{self.seed}" + (f"-{self.tag}" if self.tag else "")
+@dataclass(frozen=True)
+class Record:
+    """One seed's epoch: what it measured, and how long it took."""
 
-    @property
-    def columns(self) -> dict[str, Any]:
-        """The columns that every row of this run shares (sweeps.layout.EPOCH_COLUMNS says what each means)."""
-        seeds = self.seeds
-        return {
-            "submission": zoo.get_step(self.step).submission,
-            "seed": self.seed,
-            "epochs": self.recipe.epochs,
-            "params": self.params,
-            "run_id": "/".join(filter(None, (self.step, f"seed={self.seed}", self.recipe_hash, self.tag))),
-            "recipe_hash": self.recipe_hash,
-            "quick": self.quick,
-            "overrides": self.overrides,
-            "precision": self.precision,
-            "vary": self.vary,
-            "base_seed": self.base_seed,
-            **{f"seed_{s}": getattr(seeds, s) for s in STREAMS},
-        }
+    epoch: int  # from 1
+    train_loss: float  # mean over the epoch's training images
+    train_acc: float  # percent, on augmented images with dropout on
+    test_loss: float  # mean over the test set
+    test_acc: float  # percent
+    test_correct: int
+    test_total: int
+    lr: float  # the learning rate of this epoch
+    epoch_seconds: float  # wall time of the block's epoch, train + test
+    images_per_sec: float  # this seed's training images per second (the block trains block_size times as many)
+    block_size: int  # seeds trained together in this epoch, this one included
+
+
+@dataclass
+class SeedEpoch:
+    """One seed's finished epoch: its record, its test-set predictions and a maker of its checkpoint state."""
+
+    record: Record
+    predictions: torch.Tensor  # (n_test,) uint8 predicted labels, test-set order, on the CPU
+    correct: torch.Tensor  # (n_test,) bool: predictions == labels
+    state: Callable[[], dict[str, Any]] = field(repr=False)  # a copy, valid after the trainer moves on
 
 
 @dataclass
 class Epoch:
-    """One finished epoch: its record, the test-set predictions (uint8, test-set order) and a checkpoint maker."""
+    """One finished epoch of the block: a :class:`SeedEpoch` per seed still training, and the seeds that failed in
+    this epoch with a one-line reason each."""
 
-    record: dict[str, Any]
-    predictions: torch.Tensor
-    state: Callable[[], dict[str, Any]] = field(repr=False)
+    epoch: int
+    seeds: dict[int, SeedEpoch]
+    failed: dict[int, str]
 
 
-def place(run: Run, data: MNIST) -> tuple[torch.device, MNIST, torch.Tensor | None, int]:
-    """Set torch's threads for ``run`` and put ``data`` on its device: (device, data there, the training images'
-    indices (a stratified slice with ``--quick``; None: all), how many that is). Both engines start here."""
+def check_block(runs: Sequence[Run]) -> None:
+    """Raise ValueError unless ``runs`` can train as one block: one step, recipe and set of options, distinct seeds."""
+    if not runs:
+        raise ValueError("a block needs at least one run")
+    first = runs[0]
+    same = ("step", "recipe", "recipe_hash", "quick", "precision", "device", "threads", "vary", "base_seed")
+    for r in runs[1:]:
+        differ = [f for f in same if getattr(r, f) != getattr(first, f)]
+        if differ:
+            raise ValueError(f"seeds {r.seed} and {first.seed} differ in {', '.join(differ)}: not one block")
+    seeds = [r.seed for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"a block trains each seed once, not {seeds}")
+
+
+def train(
+    runs: Sequence[Run],
+    data: MNIST,
+    resume: Mapping[int, dict[str, Any]] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
+) -> Iterator[Epoch]:
+    """Yield one :class:`Epoch` per epoch of ``runs`` (seeds of one step, trained together; one run is a block of
+    one). ``resume`` maps each seed to a :meth:`SeedEpoch.state`, all of one epoch; training continues after it.
+    ``on_batch(epoch, batches done, batches per epoch)`` is called after every optimizer step."""
+    check_block(runs)
+    run, S = runs[0], len(runs)
+    recipe = run.recipe
     device = torch.device(run.device)
     if run.threads:
         torch.set_num_threads(run.threads)
     data = data.to(device)
     train_idx = stratified_slice(data.train_y, QUICK["fraction"]) if run.quick else None
-    return device, data, train_idx, len(train_idx) if train_idx is not None else len(data.train_y)
+    n_train = len(train_idx) if train_idx is not None else len(data.train_y)
+    n_steps = -(-n_train // recipe.batch_size)
+    seeds = [r.seeds for r in runs]
 
-
-def train(run: Run, data: MNIST, resume: dict[str, Any] | None = None) -> Iterator[Epoch]:
-    """Yield one :class:`Epoch` per epoch of ``run``; with ``resume`` (an ``Epoch.state()``), continue after it."""
-    recipe, seeds = run.recipe, run.seeds
-    device, data, train_idx, n_train = place(run, data)
-
-    torch.manual_seed(seeds.init)
-    model = zoo.get_step(run.step).build(recipe).to(device, memory_format=CHANNELS_LAST)
-    masks = Masks([seeds.dropout])
+    singles = []
+    for s in seeds:
+        torch.manual_seed(s.init)  # the network is built right after seeding the global generator
+        singles.append(run.spec.build(recipe))
+    model = stack(singles).to(device, memory_format=CHANNELS_LAST)
+    del singles
+    params = list(model.parameters())
+    masks = Masks([s.dropout for s in seeds])
     masks.attach(model)
-    order = torch.Generator().manual_seed(seeds.order)
-    augment = torch.Generator().manual_seed(seeds.augment)
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
-    scheduler = _scheduler(recipe, optimizer)
+    orders = [torch.Generator().manual_seed(s.order) for s in seeds]
+    augments = [torch.Generator().manual_seed(s.augment) for s in seeds]
+    books = [_Book(recipe) for _ in runs]  # per-seed learning rate and schedule
+    momenta = [torch.zeros_like(p) for p in params]  # 0 * momentum + grad = grad: torch's first step exactly
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.precision == "bf16")
+    live = [True] * S
 
     first = 1
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(resume["scheduler"])
-        order.set_state(resume["rng"]["order"])
-        augment.set_state(resume["rng"]["augment"])
-        first = resume["epoch"] + 1
+        states = [resume[r.seed] for r in runs]
+        held = {st["epoch"] for st in states}
+        if len(held) != 1:
+            raise ValueError(f"a block resumes its seeds from one epoch, not from {sorted(held)}")
+        first = held.pop() + 1
+        model.load_state_dict({k: _cat([st["model"][k] for st in states]) for k in model.state_dict()})
+        for i, buf in enumerate(momenta):
+            buf.copy_(_cat([st["optimizer"]["state"][i]["momentum_buffer"] for st in states]))
+        for book, st, order, augment in zip(books, states, orders, augments):
+            book.load(st)
+            order.set_state(st["rng"]["order"])
+            augment.set_state(st["rng"]["augment"])
 
     for epoch in range(first, recipe.epochs + 1):
-        start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        lrs = [book.lr if ok else 0.0 for book, ok in zip(books, live)]
         model.train()
-        perm = torch.randperm(n_train, generator=order)
+        perms = torch.stack([torch.randperm(n_train, generator=g) for g in orders])  # (S, n)
         if train_idx is not None:
-            perm = train_idx[perm]
-        perm = perm.to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
+            perms = train_idx[perms]
+        perms = perms.to(device)
+        loss_sum = torch.zeros(S, device=device)
+        correct = torch.zeros(S, dtype=torch.long, device=device)
         for step, i in enumerate(range(0, n_train, recipe.batch_size)):
-            idx = perm[i : i + recipe.batch_size]
-            angles = random_angles(len(idx), recipe.rotation, augment, "cpu").to(device) if recipe.rotation else None
+            idx = perms[:, i : i + recipe.batch_size].t()  # (b, S): batch-major, as the block's input channels
+            b = len(idx)
+            angles = None
+            if recipe.rotation:
+                angles = torch.stack([random_angles(b, recipe.rotation, g, "cpu") for g in augments], 1)
+                angles = angles.to(device).reshape(-1)  # (b*S,)
+            x = to_input(data.train_x[idx.reshape(-1)], recipe.mean, recipe.std, angles, recipe.fill)  # (b*S, 1, H, W)
+            x = x.view(b, S, *x.shape[2:]).contiguous(memory_format=CHANNELS_LAST)
+            y = data.train_y[idx]  # (b, S)
             masks.at(epoch, step)
-            x = to_input(data.train_x[idx], recipe.mean, recipe.std, angles, recipe.fill)
-            x, y = x.contiguous(memory_format=CHANNELS_LAST), data.train_y[idx]
             with autocast:
-                out = model(x)
-                loss = F.nll_loss(out.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (out.detach().argmax(1) == y).sum()
+                out = per_seed(model(x), S).float()  # (b, S, 10)
+            losses = seed_losses(out, y)  # (S,) each seed's own batch mean
+            for p in params:
+                p.grad = None
+            losses.sum().backward()
+            _sgd(params, momenta, lrs, recipe.momentum)
+            loss_sum += losses.detach() * b
+            correct += (out.detach().argmax(2) == y).sum(0)
+            if on_batch is not None:
+                on_batch(epoch, step + 1, n_steps)
         train_seconds = time.perf_counter() - start
-        if not torch.isfinite(loss_sum):
-            raise Diverged(f"{run.name}: training loss {loss_sum.item() / n_train} in epoch {epoch}")
 
-        test_loss, test_correct, predictions = evaluate(model, data, recipe, autocast)
+        failed = {}
+        finite = torch.isfinite(loss_sum).tolist()
+        for s, r in enumerate(runs):
+            if live[s] and not finite[s]:
+                failed[r.seed] = f"training loss {loss_sum[s].item() / n_train} in epoch {epoch}"
+                live[s] = False
+                _freeze(model, momenta, s, S)
+        test_loss, test_correct, predictions = evaluate(model, data, recipe, autocast, S)
         n_test = len(data.test_y)
-        test_acc = 100.0 * test_correct / n_test
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(test_acc)
-        elif scheduler is not None:
-            scheduler.step()
-        record = {
-            "epoch": epoch,
-            "train_loss": loss_sum.item() / n_train,
-            "train_acc": 100.0 * correct.item() / n_train,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "test_correct": test_correct,
-            "test_total": n_test,
-            "lr": lr,
-            "epoch_seconds": time.perf_counter() - start,
-            "images_per_sec": n_train / train_seconds,
-            "engine": ENGINE,
-            "block_size": 1,
-        }
-
-        def state(epoch=epoch) -> dict[str, Any]:  # a copy: valid after the generator moves on
-            return copy.deepcopy(
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "rng": {"order": order.get_state(), "augment": augment.get_state()},
-                }
+        labels = data.test_y.cpu()
+        seconds = time.perf_counter() - start
+        trained: dict[int, SeedEpoch] = {}
+        for s, r in enumerate(runs):
+            if not live[s]:
+                continue
+            test_acc = 100.0 * test_correct[s] / n_test
+            books[s].step(test_acc)
+            record = Record(
+                epoch=epoch,
+                train_loss=loss_sum[s].item() / n_train,
+                train_acc=100.0 * correct[s].item() / n_train,
+                test_loss=test_loss[s],
+                test_acc=test_acc,
+                test_correct=test_correct[s],
+                test_total=n_test,
+                lr=lrs[s],
+                epoch_seconds=seconds,
+                images_per_sec=n_train / train_seconds,
+                block_size=S,
             )
 
-        yield Epoch(record, predictions, state)
+            def state(epoch=epoch, s=s) -> dict[str, Any]:  # copies, in torch's own state-dict formats
+                return {
+                    "epoch": epoch,
+                    "model": {k: seed_rows(v, S, s).clone() for k, v in model.state_dict().items()},
+                    "optimizer": books[s].optimizer_state([seed_rows(m, S, s).clone() for m in momenta], len(params)),
+                    "scheduler": books[s].scheduler_state(),
+                    "rng": {"order": orders[s].get_state(), "augment": augments[s].get_state()},
+                }
+
+            trained[r.seed] = SeedEpoch(record, predictions[s], predictions[s].long() == labels, state)
+        yield Epoch(epoch, trained, failed)
+        if not any(live):
+            return
 
 
-def evaluate(model, data: MNIST, recipe: zoo.Recipe, autocast) -> tuple[float, int, torch.Tensor]:
-    """Mean test loss, correct count and the predicted labels (uint8, on the CPU) over the whole test set."""
+def seed_losses(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each seed's mean negative log-likelihood over its batch: ``out`` (b, S, 10) log-probabilities, ``y`` (b, S)
+    labels -> (S,). On a CPU through ``nll_loss`` seed by seed, whose cascade sum every CPU row was computed with (a
+    plain mean of the gathered values differs in the last bit about every other batch); elsewhere through ``gather``,
+    whose backward is deterministic on CUDA, where ``nll_loss``'s accumulates with atomicAdd. The gradients agree
+    bit for bit."""
+    if out.device.type == "cpu":
+        return torch.stack([F.nll_loss(out[:, s], y[:, s]) for s in range(out.shape[1])])
+    return -out.gather(2, y.unsqueeze(2)).squeeze(2).mean(0)
+
+
+def evaluate(model: nn.Module, data: MNIST, recipe: zoo.Recipe, autocast, S: int):
+    """Per seed: mean test loss, correct count, and predicted labels (uint8, CPU), as lists of S."""
     model.eval()
-    loss, preds = torch.zeros((), device=data.test_y.device), []
+    loss = torch.zeros(S, device=data.test_y.device)
+    preds = []
     with torch.inference_mode(), autocast:
         for i in range(0, len(data.test_y), EVAL_BATCH):
-            x = to_input(data.test_x[i : i + EVAL_BATCH], recipe.mean, recipe.std)
-            out = model(x.contiguous(memory_format=CHANNELS_LAST)).float()
-            loss += F.nll_loss(out, data.test_y[i : i + EVAL_BATCH], reduction="sum")
-            preds.append(out.argmax(1))
-    pred = torch.cat(preds)
-    return loss.item() / len(pred), int((pred == data.test_y).sum()), pred.to("cpu", torch.uint8)
+            x = to_input(data.test_x[i : i + EVAL_BATCH], recipe.mean, recipe.std)  # (b, 1, H, W)
+            x = x.expand(-1, S, -1, -1).contiguous(memory_format=CHANNELS_LAST)  # every seed sees the same images
+            out = per_seed(model(x), S).float()  # (b, S, 10)
+            y = data.test_y[i : i + EVAL_BATCH]
+            loss += torch.stack([F.nll_loss(out[:, s], y, reduction="sum") for s in range(S)])
+            preds.append(out.argmax(2))
+    pred = torch.cat(preds).t()  # (S, n)
+    n = pred.shape[1]
+    correct = (pred == data.test_y).sum(1).tolist()
+    return [v / n for v in loss.tolist()], correct, list(pred.to("cpu", torch.uint8))
 
 
-def _scheduler(recipe: zoo.Recipe, optimizer):
+def scheduler(recipe: zoo.Recipe, optimizer: torch.optim.Optimizer):
+    """The recipe's learning-rate schedule over ``optimizer``, or None."""
     if recipe.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)
     if recipe.scheduler == "plateau":
@@ -301,9 +364,66 @@ def _scheduler(recipe: zoo.Recipe, optimizer):
     return None
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    torch.save(state, path)
+class _Book:
+    """One seed's learning rate: a torch SGD over one placeholder parameter, driven by the step's torch scheduler,
+    so StepLR and ReduceLROnPlateau keep their exact semantics and state format per seed. It never moves a weight."""
+
+    def __init__(self, recipe: zoo.Recipe):
+        self.optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=recipe.lr, momentum=recipe.momentum)
+        self.scheduler = scheduler(recipe, self.optimizer)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step(self, test_acc: float) -> None:
+        self.optimizer.step()  # a no-op (no gradient); tells the scheduler the optimizer has stepped this epoch
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(test_acc)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+
+    def load(self, state: dict[str, Any]) -> None:
+        group = dict(state["optimizer"]["param_groups"][0], params=[0])
+        self.optimizer.load_state_dict({"state": {}, "param_groups": [group]})
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def optimizer_state(self, momenta: list[torch.Tensor], n_params: int) -> dict[str, Any]:
+        """``torch.optim.SGD.state_dict()`` of the seed's network alone (a copy)."""
+        group = copy.deepcopy(dict(self.optimizer.state_dict()["param_groups"][0], params=list(range(n_params))))
+        return {"state": {i: {"momentum_buffer": m} for i, m in enumerate(momenta)}, "param_groups": [group]}
+
+    def scheduler_state(self) -> dict[str, Any] | None:
+        return copy.deepcopy(self.scheduler.state_dict()) if self.scheduler is not None else None
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(parts) if parts[0].dim() else parts[0]
+
+
+@torch.no_grad()
+def _sgd(params, momenta, lrs: list[float], momentum: float) -> None:
+    """torch's SGD step (no dampening, weight decay or Nesterov), ``buf = momentum * buf + grad``, then
+    ``p.add_(buf, alpha=-lr)`` with each seed's own lr: one call per tensor while the block's seeds share one lr,
+    one per seed's rows once their schedules part. The same elementwise formula either way, and torch's."""
+    torch._foreach_mul_(momenta, momentum)
+    torch._foreach_add_(momenta, [p.grad for p in params])
+    if len(set(lrs)) == 1:
+        torch._foreach_add_(params, momenta, alpha=-lrs[0])
+        return
+    S = len(lrs)
+    for p, buf in zip(params, momenta):
+        for lr, rows, buf_rows in zip(lrs, p.chunk(S), buf.chunk(S)):
+            rows.add_(buf_rows, alpha=-lr)
+
+
+@torch.no_grad()
+def _freeze(model: nn.Module, momenta: list[torch.Tensor], s: int, S: int) -> None:
+    """Zero seed s's parameters, momentum and running statistics (variance 1), so its slot computes finite zeros that
+    no longer move (its learning rate is 0 from now on) and cannot slow or touch the other seeds."""
+    for name, t in model.state_dict().items():
+        if t.dim():
+            seed_rows(t, S, s).fill_(1.0 if name.endswith("running_var") else 0.0)
+    for m in momenta:
+        seed_rows(m, S, s).zero_()

@@ -36,6 +36,13 @@ class UnknownStep(BadInput):
     """A step name or pattern that matches nothing. The message is one line naming the closest matches."""
 
 
+class BadRecipe(BadInput):
+    """A recipe value out of range. The message is one line naming the field."""
+
+
+SCHEDULERS = ("none", "step", "plateau")  # what the trainer runs (cnn.train.scheduler)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a step is trained. Units are in the comments."""
@@ -55,6 +62,26 @@ class Recipe:
     fill: int = 1  # RandomRotation fill, 0-255 pixel scale (fill=(1,) in the session-7 class code: black, not white)
     mean: float = 0.1307  # Normalize mean, on the 0-1 scale
     std: float = 0.3081  # Normalize std, on the 0-1 scale
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs >= 1, f"epochs must be at least 1, not {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be at least 1, not {self.batch_size}"),
+            (self.lr > 0, f"lr must be positive, not {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), not {self.momentum}"),
+            (self.optimizer == "sgd", f"optimizer must be sgd (the only one the trainer runs), not {self.optimizer!r}"),
+            (self.scheduler in SCHEDULERS, f"scheduler must be one of {', '.join(SCHEDULERS)}, not {self.scheduler!r}"),
+            (self.step_size >= 1, f"step_size must be at least 1, not {self.step_size}"),
+            (0 < self.gamma <= 1, f"gamma must be in (0, 1], not {self.gamma}"),
+            (self.patience >= 0, f"patience must be 0 or more, not {self.patience}"),
+            (0 <= self.dropout < 1, f"dropout must be in [0, 1), not {self.dropout}"),
+            (0 <= self.rotation <= 180, f"rotation must be in [0, 180] degrees, not {self.rotation}"),
+            (0 <= self.fill <= 255, f"fill must be a pixel value in [0, 255], not {self.fill}"),
+            (self.std > 0, f"std must be positive, not {self.std}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BadRecipe(f"recipe: {message}")
 
 
 @dataclass(frozen=True)

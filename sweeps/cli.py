@@ -192,7 +192,7 @@ def run(
         return
     summary = run_sweep(config)
     sweep = summary.plan
-    _say_quarantined(sweep.quarantined)
+    _say_quarantined(sweep.folder.quarantined)
     typer.echo(
         f"sweep {summary.sweep_id}: {len(sweep.runs)} runs asked, {len(sweep.done)} already in {out}, "
         f"{len(summary.trained)} trained now ({summary.resumed} resumed) in {summary.seconds:.0f} s, "
@@ -215,22 +215,25 @@ def run(
 
 def _print_plan(sweep) -> None:
     """Per step: seeds done, seeds that resume (from which epoch), seeds trained new; and the model-epochs."""
-    _say_quarantined(sweep.quarantined)
+    from sweeps import layout
+
+    _say_quarantined(sweep.folder.quarantined)
     typer.echo(f"plan for {sweep.out} (dry run: nothing started)")
     typer.echo(f"{'step':<17} {'done':<12} {'resume (epochs held)':<24} new")
     by_step: dict[str, list] = {}
     for run in sweep.runs:
-        by_step.setdefault(f"{run.step} [{run.tag}]" if run.tag else run.step, []).append(run)
+        key = layout.key(run)
+        by_step.setdefault(f"{run.step} [{key.tag}]" if key.tag else run.step, []).append((run, key))
     for step, runs in by_step.items():
-        done = [r.seed for r in runs if r.key in sweep.done]
-        resume = [f"{r.seed} ({sweep.resume[r.key][1]}/{r.recipe.epochs})" for r in runs if r.key in sweep.resume]
-        new = [r.seed for r in runs if r.key not in sweep.done and r.key not in sweep.resume]
+        done = [r.seed for r, key in runs if key in sweep.done]
+        resume = [f"{r.seed} ({sweep.held(r)}/{r.recipe.epochs})" for r, key in runs if key in sweep.resume]
+        new = [r.seed for r, key in runs if key not in sweep.done and key not in sweep.resume]
         typer.echo(f"{step:<17} {_ranges(done):<12} {', '.join(resume) or '-':<24} {_ranges(new)}")
     todo = sweep.todo
     total = sum(r.recipe.epochs for r in sweep.runs)
     typer.echo(
-        f"{len(todo)} of {len(sweep.runs)} runs to train: {sum(map(sweep.epochs_left, todo))} model-epochs "
-        f"of {total} in all"
+        f"{len(todo)} of {len(sweep.runs)} runs to train: {sum(r.recipe.epochs - sweep.held(r) for r in todo)} "
+        f"model-epochs of {total} in all"
     )
 
 
@@ -246,13 +249,14 @@ def status(
 ) -> None:
     """Show per step the seeds done, unfinished (running or interrupted) and failed, and any quarantined files.
     Reads only the results folder (and moves damaged files aside)."""
-    from sweeps.layout import quarantine_damaged, quarantined
+    from sweeps import layout
     from sweeps.results import status as read_status
 
     if not out.is_dir():
         raise BadInput(f"no results folder at {out}")
-    _say_quarantined(quarantine_damaged(out))
-    table, aside = read_status(out), quarantined(out)
+    folder = layout.read(out)
+    _say_quarantined(folder.quarantined)
+    table, aside = read_status(out, folder), layout.quarantined(out)
     if json_:
         steps = {step: dataclasses.asdict(s) for step, s in table.items()}
         typer.echo(json.dumps({"out": str(out), "steps": steps, "quarantined": [str(p) for p in aside]}, indent=1))

@@ -1,19 +1,24 @@
 """The results folder's format, in one place: its layout, the three Parquet schemas with each column's meaning, the
 path builders and the iterators over run files and markers.
 
-It needs only pyarrow, so the writer (:mod:`sweeps.results`), the reader (:mod:`analysis.load`) and the tests'
-fixtures share it without importing Ray or torch. ``docs/results-format.md`` is generated from it
+It needs only pyarrow and numpy, so the writer (:mod:`sweeps.results`), the reader (:mod:`analysis.load`) and the
+tests' fixtures share it without importing Ray or torch. It is also where a run becomes rows: its key, name and tag,
+the columns every row of it shares, and its epoch and prediction rows are built here, once, from the trainer's typed
+records (:func:`epoch_rows`). ``docs/results-format.md`` is generated from it
 (``python -m sweeps.layout > docs/results-format.md``), and a test keeps the two equal.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -24,8 +29,8 @@ LOCK = ".sweep.lock"
 # the recipe hash (network, recipe, overrides, quick).
 COMPARABLE = ["recipe_hash", "quick", "precision", "vary", "base_seed"]
 DEFAULTS = {"vary": "all", "base_seed": 0}  # for files written before these columns existed
-EPOCH_DEFAULTS = {"engine": "single", "block_size": 1}  # for epoch files written before issue 9's block engine
-# seed-0007.parquet, seed-0007.json; a --vary run adds its tag (cnn.train.Run.tag): seed-0007-vary-order-b0.parquet
+EPOCH_DEFAULTS = {"engine": "single", "block_size": 1}  # for epoch files written before the block engine existed
+# seed-0007.parquet, seed-0007.json; a --vary run adds its tag (:func:`tag`): seed-0007-vary-order-b0.parquet
 SEED_NAME = re.compile(r"seed-(\d+)(?:-(vary-[a-z+]+-b\d+))?\.(parquet|json)")
 
 LAYOUT = f"""\
@@ -58,13 +63,13 @@ EPOCH_COLUMNS = [
     (
         "engine",
         pa.string(),
-        "the trainer of this epoch: `single` (`cnn.train`, one seed per trial) or `block` (`cnn.block`: "
-        "`block_size` seeds of one step as one batched network, `sweep run --seeds-per-trial`); the same draws per "
-        "seed, numbers equal to float rounding; rows of both engines are comparable and pooled",
+        "how this epoch trained: `single` (the seed alone, a block of one) or `block` (`block_size` seeds of one "
+        "step as one batched network, `sweep run --seeds-per-trial`); the same draws per seed, numbers equal to "
+        "float rounding; rows of both are comparable and pooled",
     ),
     ("block_size", pa.int32(), "seeds trained together with this one in this epoch, itself included (1 for `single`)"),
     ("params", pa.int64(), "trainable parameters"),
-    ("run_id", pa.string(), "`<step>/seed=<S>/<recipe_hash>`"),
+    ("run_id", pa.string(), "`<step>/seed=<S>/<recipe_hash>`, and `/<tag>` for a `--vary` run other than `all`"),
     ("sweep_id", pa.string(), "id of the `sweep run` invocation that finished the run"),
     (
         "recipe_hash",
@@ -148,14 +153,96 @@ def _schema(columns) -> pa.Schema:
 EPOCH_SCHEMA, PREDICTION_SCHEMA, STEP_SCHEMA = map(_schema, (EPOCH_COLUMNS, PREDICTION_COLUMNS, STEP_COLUMNS))
 
 
+# --- runs: key, name, columns, rows --------------------------------------------------------------------------------
+
+
+class RunKey(NamedTuple):
+    """What names a run's files: its step, seed and ``--vary`` tag."""
+
+    step: str
+    seed: int
+    tag: str = ""  # "" for a run whose seed drives every random stream; else its --vary tag (:func:`tag`)
+
+    @property
+    def name(self) -> str:
+        """``<step>#<seed>[-<tag>]``: the run in messages, and a trial of one run."""
+        return f"{self.step}#{self.seed}" + (f"-{self.tag}" if self.tag else "")
+
+
+def tag(vary: str, base_seed: int) -> str:
+    """'' for a run whose seed drives every stream; else ``vary-<streams joined by +>-b<base seed>``, which tells its
+    files apart from the same seed's ``all`` run."""
+    return "" if vary == "all" else f"vary-{vary.replace(',', '+')}-b{base_seed}"
+
+
+def run_id(step: str, seed: int, recipe_hash: str, tag: str = "") -> str:
+    """The ``run_id`` column: ``<step>/seed=<S>/<recipe hash>[/<tag>]``."""
+    return "/".join(filter(None, (step, f"seed={seed}", recipe_hash, tag)))
+
+
+def key(run) -> RunKey:
+    """The key of a planned run (a ``cnn.train.Run``)."""
+    return RunKey(run.step, run.seed, tag(run.vary, run.base_seed))
+
+
+def run_columns(run) -> dict[str, Any]:
+    """The columns every row of a planned run (a ``cnn.train.Run``) shares; :data:`EPOCH_COLUMNS` says what each
+    means."""
+    return {
+        "submission": run.spec.submission,
+        "seed": run.seed,
+        "epochs": run.recipe.epochs,
+        "params": run.params,
+        "run_id": run_id(run.step, run.seed, run.recipe_hash, key(run).tag),
+        "recipe_hash": run.recipe_hash,
+        "quick": run.quick,
+        "overrides": run.overrides,
+        "precision": run.precision,
+        "vary": run.vary,
+        "base_seed": run.base_seed,
+        **{f"seed_{stream}": seed for stream, seed in vars(run.seeds).items()},
+    }
+
+
+def epoch_rows(run, epochs: Iterable[Mapping[str, Any]], **sweep: Any) -> list[dict[str, Any]]:
+    """A finished run's epoch rows: each epoch's flat record (the trainer's metrics and timings, ``block_size``, the
+    worker's ``host``, ``device`` and ``torch_version``, ``wall_time`` in seconds since the Unix epoch), the run's
+    columns and the sweep's (``sweep_id``, the driver's versions)."""
+    fixed = {**run_columns(run), **sweep}
+    return [
+        {
+            **e,
+            "engine": "single" if e["block_size"] == 1 else "block",
+            "wall_time": dt.datetime.fromtimestamp(e["wall_time"], dt.timezone.utc),
+            **fixed,
+        }
+        for e in epochs
+    ]
+
+
+def prediction_row(run, epoch: int, predictions: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
+    """A finished run's predictions row: uint8 labels and bool correctness per test image, for its final epoch."""
+    return {
+        **run_columns(run),
+        "epoch": epoch,
+        "n": len(predictions),
+        "pred": predictions.astype(np.uint8).tobytes(),
+        "correct": np.packbits(correct).tobytes(),
+    }
+
+
 # --- paths ----------------------------------------------------------------------------------------------------------
 
 
 class RunFile(NamedTuple):
     step: str
     seed: int
-    tag: str  # "" for a run whose seed drives every random stream; else its --vary tag (cnn.train.Run.tag)
+    tag: str  # "" for a run whose seed drives every random stream; else its --vary tag (:func:`tag`)
     path: Path
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.step, self.seed, self.tag)
 
 
 def stem(seed: int, tag: str = "") -> str:
@@ -201,19 +288,47 @@ def with_defaults(table: pa.Table, kind: str = EPOCHS) -> pa.Table:
     return table
 
 
-def quarantine_damaged(out: Path) -> list[tuple[Path, Path]]:
-    """Move aside every run with a file Parquet cannot read (both of its files), and an unreadable
-    ``steps.parquet``, into ``OUT/quarantine/`` under the same relative paths, never deleting or overwriting, so that
-    one damaged file blocks nothing: the run counts as not finished and trains again. Returns (damaged file, where it
-    went) pairs."""
-    damaged = [f for kind in (EPOCHS, PREDICTIONS) for f in run_files(out, kind) if not _readable(f.path)]
-    steps = [out / STEPS] if (out / STEPS).exists() and not _readable(out / STEPS) else []
-    moved = {}
-    for f in damaged:
-        for file in filter(Path.exists, (run_file(out, kind, f.step, f.seed, f.tag) for kind in (EPOCHS, PREDICTIONS))):
-            moved[file] = _move_aside(out, file)
-    moved.update({path: _move_aside(out, path) for path in steps})
-    return [(path, moved[path]) for path in [f.path for f in damaged] + steps]
+@dataclass(frozen=True)
+class Folder:
+    """A results folder as one command reads it, every file once. A run with a file Parquet cannot read (both of its
+    files), and an unreadable ``steps.parquet``, were first moved aside into ``OUT/quarantine/`` under the same
+    relative paths, never deleted or overwritten, so that one damaged file blocks nothing: the run counts as not
+    finished and trains again."""
+
+    epochs: dict[RunKey, pa.Table]  # one table per finished run, with the default columns of older files
+    predictions: dict[RunKey, pa.Table]
+    steps: pa.Table | None  # steps.parquet, None where there is none
+    quarantined: list[tuple[Path, Path]]  # (damaged file, where it went), moved by this read
+
+
+def read(out: Path) -> Folder:
+    """Read every run file of ``out`` and its ``steps.parquet`` once, moving damaged ones aside (:class:`Folder`)."""
+    tables: dict[str, dict[RunKey, pa.Table]] = {EPOCHS: {}, PREDICTIONS: {}}
+    damaged: list[Path] = []
+    for kind, found in tables.items():
+        for f in run_files(out, kind):
+            try:
+                found[f.key] = with_defaults(pq.read_table(f.path), kind)
+            except (pa.ArrowException, OSError):
+                damaged.append(f.path)
+    steps = None
+    if (out / STEPS).exists():
+        try:
+            steps = pq.read_table(out / STEPS)
+        except (pa.ArrowException, OSError):
+            damaged.append(out / STEPS)
+    moved: dict[Path, Path] = {}
+    for path in damaged:
+        if path.name == STEPS:
+            moved[path] = _move_aside(out, path)
+            continue
+        step, (seed, tag) = path.parent.name.removeprefix("step="), parse_name(path)
+        for kind, found in tables.items():
+            found.pop(RunKey(step, seed, tag), None)
+            file = run_file(out, kind, step, seed, tag)
+            if file.exists():
+                moved[file] = _move_aside(out, file)
+    return Folder(tables[EPOCHS], tables[PREDICTIONS], steps, [(path, moved[path]) for path in damaged])
 
 
 def _move_aside(out: Path, file: Path) -> Path:
@@ -225,16 +340,8 @@ def _move_aside(out: Path, file: Path) -> Path:
 
 
 def quarantined(out: Path) -> list[Path]:
-    """Every file moved aside by :func:`quarantine_damaged`, sorted."""
+    """Every file moved aside by :func:`read`, sorted."""
     return sorted(p for p in (out / QUARANTINE).rglob("*") if p.is_file())
-
-
-def _readable(path: Path) -> bool:
-    try:
-        pq.read_table(path)
-    except (pa.ArrowException, OSError):
-        return False
-    return True
 
 
 # --- atomic writes --------------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -36,9 +35,9 @@ class Progress(tune.Callback):
         self._show()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        block = self.blocks[trial.config["run"]]
-        self.epochs_done += result.get("seeds", 1)
-        failed = len(json.loads(result.get("failed", "{}")))
+        block, report = self.blocks[trial.config["run"]], result["report"]
+        self.epochs_done += len(report.records)
+        failed = len(report.failed)
         self.failed += failed
         self.lost[trial.trial_id] = self.lost.get(trial.trial_id, 0) + failed
         self.flight[trial.trial_id] = f"{block.name} {result['epoch']}/{block.recipe.epochs}"

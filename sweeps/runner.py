@@ -2,28 +2,27 @@
 the driver.
 
 The data flows in the order of this file: a :class:`SweepConfig` is planned into :class:`cnn.train.Run` values
-(each worked out once: effective recipe, recipe hash, parameters, row columns); the runs the results folder does not
-hold yet are grouped into :class:`Block` s of up to ``--seeds-per-trial`` seeds of one step, one Tune trial each; the
-thin trainable calls :func:`cnn.train.train` (a block of one) or :func:`cnn.block.train_block` and reports once per
-epoch with one checkpoint for the block; the driver's :class:`ResultsWriter` is the only writer of the results folder.
+(each worked out once: step, effective recipe, recipe hash, parameters, stream seeds); the runs the results folder
+does not hold yet are grouped into :class:`Block` s of up to ``--seeds-per-trial`` seeds of one step, one Tune trial
+each; the thin trainable calls :func:`cnn.train.train` and reports once per epoch (:class:`sweeps.protocol.Report`)
+with one checkpoint for the block (:class:`sweeps.protocol.BlockState`); the driver's :class:`ResultsWriter` keeps
+the records and is the only writer of the results folder.
 
 * MNIST is loaded once by the driver and shared through the object store (``tune.with_parameters``).
-* Unfinished runs keep an in-flight marker with their last checkpoint, so a re-run continues them from there; a
-  trial whose worker dies is retried by Tune from its last checkpoint (``FailureConfig``).
-* A checkpoint holds each seed's state in :func:`cnn.train.train`'s format, so a re-run may regroup unfinished seeds
-  into other blocks (seeds that hold the same epoch), or train them with the other engine. Finished seeds are never
-  in a block: raising ``--seeds`` forms blocks of the new seeds only.
+* Unfinished runs keep an in-flight marker with their last checkpoint and the records of the epochs it holds, so a
+  re-run continues them from there; a trial whose worker dies is retried by Tune from its last checkpoint
+  (``FailureConfig``).
+* A checkpoint holds each seed's state in one format whatever its block, so a re-run may regroup unfinished seeds
+  into other blocks (seeds that hold the same epoch). Finished seeds are never in a block: raising ``--seeds`` forms
+  blocks of the new seeds only.
 * A seed whose loss turns NaN fails alone: its marker records the error and the other seeds of its block finish.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
-import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -32,16 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from filelock import FileLock, Timeout
 
-from cnn import zoo
-from cnn.block import train_block
 from cnn.data import MNIST, load_mnist
-from cnn.train import Run, load_checkpoint, parse_vary, save_checkpoint, train
+from cnn.train import Run, train
 from sweeps import BadSweep, layout, results
-from sweeps.layout import LOCK, TUNE
+from sweeps.layout import LOCK, TUNE, RunKey
+from sweeps.plan import Block, Plan, SweepConfig, form_blocks, prepare
+from sweeps.protocol import BlockState, Report, Trained, Worker, legacy_records
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our Parquet rows are the log
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -52,161 +49,12 @@ from ray import tune  # noqa: E402
 from sweeps import cluster  # noqa: E402
 from sweeps.progress import Progress  # noqa: E402
 
-# Seeds per trial when --seeds-per-trial is not given. CPU: 1, since blocks pay little and unevenly there
-# (benchmarks/results/block-cpu.txt: best 1.7x the single-seed trainer at S=4 for s001-model3, 1.15x at S=2 for
-# s004-exp1, slower than it at S>=8; on one thread 1.15x and 0.92x at S=4); with one thread per run, N runs on N
-# cores stay busy. GPU: not measured (no
-# GPU for issue 9); 16 seeds give every kernel 16 models' work, and fractional --gpus-per-trial lets several
-# blocks share one GPU.
-SEEDS_PER_TRIAL = {"cpu": 1, "cuda": 16}
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """What ``sweep run`` was asked for. Every option is checked here, before anything starts."""
-
-    steps: tuple[str, ...]  # names or glob patterns; "all" is every step
-    seeds: int = 5  # seeds per step
-    seed_start: int = 0  # the first seed
-    out: Path = Path("results")
-    data_dir: Path | None = None
-    num_cpus: int | None = None  # of a local Ray; None: all
-    num_gpus: int | None = None  # of a local Ray; None: all
-    cpus_per_trial: float = 1  # also the run's torch threads
-    gpus_per_trial: float = 0  # > 0 trains on CUDA; fractions share a GPU
-    address: str | None = None  # a running Ray cluster to join
-    storage: str | None = None  # Tune's state; None: OUT/tune
-    epochs: int | None = None  # overrides every recipe's epochs
-    quick: bool = False
-    precision: str = "fp32"  # fp32 | bf16
-    max_failures: int = 2  # retries of a trial whose worker fails
-    vary: str = "all"  # the random streams the seed drives: all, none, or a comma list (cnn.train.parse_vary)
-    base_seed: int = 0  # the seed of the streams not varied
-    seeds_per_trial: int | None = None  # seeds of one step per trial, trained as one network; None: per device
-
-    @property
-    def block_size(self) -> int:
-        """``seeds_per_trial``, or the device's default: :data:`SEEDS_PER_TRIAL`."""
-        return self.seeds_per_trial or SEEDS_PER_TRIAL["cuda" if self.gpus_per_trial > 0 else "cpu"]
-
-    def __post_init__(self):
-        try:
-            object.__setattr__(self, "vary", parse_vary(self.vary))
-        except ValueError as e:
-            raise BadSweep(str(e)) from None
-        checks = [
-            (self.seeds >= 1, f"--seeds must be at least 1, not {self.seeds}"),
-            (self.seed_start >= 0, f"--seed-start must be 0 or more, not {self.seed_start}"),
-            (self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
-            (self.cpus_per_trial > 0, f"--cpus-per-trial must be positive, not {self.cpus_per_trial:g}"),
-            (self.gpus_per_trial >= 0, f"--gpus-per-trial must not be negative, not {self.gpus_per_trial:g}"),
-            (self.num_cpus is None or self.num_cpus >= 1, f"--num-cpus must be at least 1, not {self.num_cpus}"),
-            (self.num_gpus is None or self.num_gpus >= 0, f"--num-gpus must not be negative, not {self.num_gpus}"),
-            (self.max_failures >= 0, f"--max-failures must be 0 or more, not {self.max_failures}"),
-            (self.base_seed >= 0, f"--base-seed must be 0 or more, not {self.base_seed}"),
-            (
-                self.seeds_per_trial is None or self.seeds_per_trial >= 1,
-                f"--seeds-per-trial must be at least 1, not {self.seeds_per_trial}",
-            ),
-            (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, not {self.precision!r}"),
-            (
-                self.out.expanduser().resolve() != Path.cwd(),
-                f"--out '{self.out}' is the current folder; name a results folder of its own, e.g. --out results",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise BadSweep(message)
-
-
-def plan(config: SweepConfig) -> list[Run]:
-    """The runs a sweep asks for, in zoo order. Each step's network is built once, for all its seeds."""
-    device, threads = ("cuda" if config.gpus_per_trial > 0 else "cpu"), max(1, int(config.cpus_per_trial))
-    runs = []
-    for step in zoo.select(list(config.steps)):
-        first = Run.plan(
-            step.name,
-            config.seed_start,
-            epochs=config.epochs,
-            quick=config.quick,
-            precision=config.precision,
-            device=device,
-            threads=threads,
-            vary=config.vary,
-            base_seed=config.base_seed,
-        )
-        runs += [dataclasses.replace(first, seed=s) for s in range(config.seed_start, config.seed_start + config.seeds)]
-    return runs
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a sweep will do in its results folder: the runs asked for, those done, those that resume."""
-
-    out: Path
-    runs: list[Run]
-    done: frozenset[tuple[str, int, str]]  # keys (Run.key) of the runs asked for that have rows in the folder
-    resume: dict[tuple[str, int, str], tuple[str, int]]  # run key -> (checkpoint URI, epochs it holds), not done
-    quarantined: list[tuple[Path, Path]]  # damaged files moved aside just now: (from, to)
-
-    @property
-    def todo(self) -> list[Run]:
-        return [r for r in self.runs if r.key not in self.done]
-
-    def epochs_left(self, run: Run) -> int:
-        return run.recipe.epochs - self.resume.get(run.key, ("", 0))[1]
-
-
-def prepare(config: SweepConfig) -> Plan:
-    """Plan the sweep against its results folder: move damaged files aside, refuse incompatible rows, and find what
-    is done and what resumes. Starts nothing; ``sweep run --dry-run`` prints this."""
-    out = config.out.expanduser().resolve()
-    quarantined = layout.quarantine_damaged(out)
-    runs, done = plan(config), results.finished(out)
-    results.check_compatible(out, done, runs)
-    asked = {r.key for r in runs}
-    resume = {key: c for key, c in results.resumable(out).items() if key in asked and key not in done}
-    return Plan(out, runs, frozenset(done) & asked, resume, quarantined)
-
-
-@dataclass(frozen=True)
-class Block:
-    """The runs one Tune trial trains together: seeds of one step (and one ``--vary`` setting) that start from the
-    same epoch. One run trains with :func:`cnn.train.train`, more with :func:`cnn.block.train_block`."""
-
-    runs: tuple[Run, ...]
-
-    @property
-    def name(self) -> str:
-        """The trial's name: the run's name for one run, else ``<step>#<seed>+<seed>+...[-<tag>]``."""
-        first = self.runs[0]
-        if len(self.runs) == 1:
-            return first.name
-        return f"{first.step}#{'+'.join(str(r.seed) for r in self.runs)}" + (f"-{first.tag}" if first.tag else "")
-
-    @property
-    def recipe(self):
-        return self.runs[0].recipe
-
-    @property
-    def params(self) -> int:
-        return self.runs[0].params
-
-
-def form_blocks(sweep: Plan, size: int) -> list[Block]:
-    """The runs left to train, in blocks of up to ``size`` seeds: per step and ``--vary`` setting, the seeds that hold
-    the same epoch (0, or their checkpoint's), in seed order."""
-    groups: dict[tuple, list[Run]] = {}
-    for run in sweep.todo:
-        groups.setdefault((run.step, run.tag, sweep.resume.get(run.key, ("", 0))[1]), []).append(run)
-    return [Block(tuple(g[i : i + size])) for g in groups.values() for i in range(0, len(g), size)]
-
 
 @dataclass
 class SweepSummary:
     sweep_id: str
     plan: Plan
-    trained: list[tuple[str, int, str]] = field(default_factory=list)  # keys of the runs finished now
+    trained: list[RunKey] = field(default_factory=list)  # the runs finished now
     failed: list[str] = field(default_factory=list)  # "name: one-line error"
     seconds: float = 0.0
 
@@ -243,9 +91,9 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
         print(f"starting Ray ({f'joining {config.address}' if config.address else 'local'})", file=stream, flush=True)
         with cluster.ray_session(config.address, config.num_cpus, config.num_gpus):
             cluster.check_nodes(config.cpus_per_trial, config.gpus_per_trial)
-            results.write_steps(out, sweep.runs)
+            results.write_steps(out, sweep.runs, sweep.folder)
             blocks = {b.name: b for b in form_blocks(sweep, config.block_size)}
-            epochs = sum(map(sweep.epochs_left, todo))
+            epochs = sum(r.recipe.epochs - sweep.held(r) for r in todo)
             print(
                 f"{len(todo)} runs to train ({len(sweep.resume)} resume from a checkpoint), {epochs} model-epochs, "
                 f"in {len(blocks)} trials of up to {config.block_size} seeds; workers start and import torch",
@@ -253,7 +101,8 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
                 flush=True,
             )
             start = time.monotonic()
-            writer = ResultsWriter(out, blocks, data.test_y.numpy(), sweep_id=summary.sweep_id, **cluster.versions())
+            earlier = {key: _earlier(key, r) for key, r in sweep.resume.items()}
+            writer = ResultsWriter(out, blocks, earlier, sweep_id=summary.sweep_id, **cluster.versions())
             progress = Progress(blocks, epochs, stream)
             try:
                 _tuner(config, sweep, summary.sweep_id, blocks, data, [writer, progress, *callbacks]).fit()
@@ -266,12 +115,17 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
     return summary
 
 
+def _earlier(key: RunKey, resume: results.Resume) -> list[Trained]:
+    """The records of the epochs a resumed run's checkpoint holds: its marker's, or an earlier-format checkpoint's."""
+    if resume.records is not None:
+        return resume.records
+    with tune.Checkpoint(resume.checkpoint).as_directory() as d:
+        return legacy_records(Path(d), key.seed)
+
+
 def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, blocks: dict[str, Block], data: MNIST, callbacks):
-    """One trial per block, the largest networks first, named by the block's name (config ``run``: for a block of
-    one, the run's name); the trainable looks the block up, and resumes each seed from the checkpoint its marker
-    names, if any."""
-    resume_from = {r.name: sweep.resume[r.key][0] for b in blocks.values() for r in b.runs if r.key in sweep.resume}
-    trainable = tune.with_parameters(train_trial, data=data, blocks=blocks, resume_from=resume_from)
+    """One trial per block, the largest networks first, named by the block's name (config ``run``)."""
+    trainable = tune.with_parameters(train_trial, data=data, blocks=blocks)
     return tune.Tuner(
         tune.with_resources(trainable, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}),
         param_space={"run": tune.grid_search(sorted(blocks, key=lambda name: -blocks[name].params))},
@@ -290,133 +144,115 @@ def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, blocks: dict[str, Bl
 # --- the trainable (runs in a Ray worker) ---------------------------------------------------------------------------
 
 
-def train_trial(config: dict[str, Any], data: MNIST, blocks: dict[str, Block], resume_from: dict[str, str]) -> None:
-    """Train one block, resuming from Tune's checkpoint of it (a retried trial) or each seed's marker's (a re-run
-    sweep). Each epoch is one checkpoint: ``state.pt`` (every training seed's state), ``history.json`` (every seed's
-    records so far, and the seeds that failed), and at the last epoch ``predictions-<seed>.npy``."""
+def train_trial(config: dict[str, Any], data: MNIST, blocks: dict[str, Block]) -> None:
+    """Train one block from where Tune's checkpoint of it (a retried trial) or its seeds' markers (a re-run sweep)
+    left it, reporting every epoch with the block's checkpoint."""
     block = blocks[config["run"]]
-    recipe = block.recipe
-    states, histories, predictions, failed = {}, {r.seed: [] for r in block.runs}, {}, {}
-    checkpoint = tune.get_checkpoint()
+    epochs, worker = block.recipe.epochs, Worker.here(block.runs[0].device)
+    state = _restore(block, data)
+    live = [r for r in block.runs if r.seed not in state.failed]
+    if not live or state.epoch >= epochs:  # trained to the end, but the rows were never written
+        return _report(Report(state.epoch, {}, {}, worker, time.time()), state)
+    for epoch in train(live, data, state.states or None):
+        state = state.after(epoch, last=epoch.epoch == epochs)
+        records = {seed: e.record for seed, e in epoch.seeds.items()}
+        _report(Report(epoch.epoch, records, epoch.failed, worker, time.time()), state)
+
+
+def _restore(block: Block, data: MNIST) -> BlockState:
+    """The block's state: Tune's checkpoint of the trial, else each seed's from its marker's checkpoint. Seeds that
+    do not all hold one epoch (markers of an older sweep that disagree) start over together."""
+    seeds, checkpoint = [r.seed for r in block.runs], tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            states, hist, predictions, failed = _read_checkpoint(Path(d), block.runs)
-            histories.update(hist)
-    else:
-        for r in block.runs:
-            if r.name in resume_from:
-                with tune.Checkpoint(resume_from[r.name]).as_directory() as d:
-                    st, hist, pred, _ = _read_checkpoint(Path(d), [r])
-                states.update(st)
-                histories.update(hist)
-                predictions.update(pred)
-    live = [r for r in block.runs if str(r.seed) not in failed]  # failed: str(seed) -> error, as in history.json
-    if len({states[r.seed]["epoch"] if r.seed in states else 0 for r in live}) > 1:
-        # Seeds of one block start from one epoch (sweeps group them so); a marker that disagrees with its
-        # checkpoint (a sweep killed between the two writes before issue 9) restarts the block instead.
-        states, histories, predictions = {}, {r.seed: [] for r in block.runs}, {}
-    held = max((st["epoch"] for st in states.values()), default=0)
-    device = torch.cuda.get_device_name() if block.runs[0].device == "cuda" else "cpu"
-    worker = {"host": socket.gethostname(), "device": device, "torch_version": torch.__version__}
-
-    def save(epoch: int, new_states: dict[int, dict], new_failed: dict[int, str]) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            save_checkpoint({"seeds": new_states}, Path(d) / "state.pt")
-            done = {str(s): h for s, h in histories.items() if str(s) not in failed}
-            (Path(d) / "history.json").write_text(json.dumps({"histories": done, "failed": failed}))
-            if epoch == recipe.epochs:
-                for seed, pred in predictions.items():
-                    np.save(Path(d) / f"predictions-{seed}.npy", pred)
-            metrics = {"epoch": epoch, "seeds": len(new_states), "failed": json.dumps(new_failed)}
-            _report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-
-    if not live or held >= recipe.epochs:  # trained to the end, but the rows were never written
-        save(held, states, {})
-        return
-    if len(block.runs) == 1:
-        (run,) = block.runs
-        epochs = ((e.record["epoch"], {run.seed: e}, {}) for e in train(run, data, states.get(run.seed)))
-    else:
-        epochs = ((b.epoch, b.epochs, b.failed) for b in train_block(live, data, states or None))
-    for epoch, trained, new_failed in epochs:
-        failed.update({str(s): m for s, m in new_failed.items()})
-        for seed, e in trained.items():
-            histories[seed].append({**e.record, **worker, "wall_time": time.time()})
-            if epoch == recipe.epochs:
-                predictions[seed] = e.predictions.numpy()
-        save(epoch, {seed: e.state() for seed, e in trained.items()}, new_failed)
+            return BlockState.load(Path(d), seeds, data.test_y)
+    state, by_uri = BlockState(), {}
+    for seed, uri in block.resume.items():
+        by_uri.setdefault(uri, []).append(seed)
+    for uri, some in by_uri.items():
+        with tune.Checkpoint(uri).as_directory() as d:
+            state = state.merged(BlockState.load(Path(d), some, data.test_y))
+    held = {st["epoch"] for st in state.states.values()} | ({0} if len(state.states) < len(seeds) else set())
+    return state if len(held) == 1 else BlockState()
 
 
-def _read_checkpoint(d: Path, runs) -> tuple[dict, dict, dict, dict]:
-    """From a checkpoint folder, for ``runs``: their states and histories (by seed), their final predictions where
-    saved, and the block's failed seeds (by str(seed)). Also reads a one-run checkpoint from before issue 9."""
-    state, history = load_checkpoint(d / "state.pt"), json.loads((d / "history.json").read_text())
-    legacy = "seeds" not in state
-    if legacy:
-        state, history = {"seeds": {runs[0].seed: state}}, {"histories": {str(runs[0].seed): history}, "failed": {}}
-    states = {r.seed: state["seeds"][r.seed] for r in runs if r.seed in state["seeds"]}
-    histories = {r.seed: history["histories"][str(r.seed)] for r in runs if r.seed in states}
-    files = {r.seed: d / ("predictions.npy" if legacy else f"predictions-{r.seed}.npy") for r in runs}
-    return states, histories, {s: np.load(f) for s, f in files.items() if f.exists()}, history["failed"]
-
-
-def _report(metrics: dict[str, Any], checkpoint) -> None:
+def _report(report: Report, state: BlockState) -> None:
     """The one place that speaks Tune's report API (renamed three times across Ray versions)."""
-    tune.report(metrics, checkpoint=checkpoint)
+    with tempfile.TemporaryDirectory() as d:
+        state.save(Path(d))
+        tune.report({"epoch": report.epoch, "report": report}, checkpoint=tune.Checkpoint.from_directory(d))
 
 
 # --- the driver: the single writer ----------------------------------------------------------------------------------
 
 
 class ResultsWriter(tune.Callback):
-    """Writes each finished run's rows and predictions, and keeps unfinished runs' markers up to date. ``columns``
-    (sweep id, driver versions) go into every row it writes."""
+    """Keeps every run's records as the workers report them, writes each finished run's rows and predictions, and
+    keeps unfinished runs' markers up to date. ``earlier``: the records of resumed runs; ``sweep``: the columns of
+    every row it writes (sweep id, driver versions)."""
 
-    def __init__(self, out: Path, blocks: dict[str, Block], labels: np.ndarray, **columns: str):
-        self.out, self.blocks, self.labels, self.columns = out, blocks, labels, columns
-        self.written, self.failed = [], []
-        self.dead: set[tuple[str, int, str]] = set()  # keys of runs failed inside a block that goes on
+    def __init__(self, out: Path, blocks: dict[str, Block], earlier: dict[RunKey, list[Trained]], **sweep: str):
+        self.out, self.blocks, self.sweep = out, blocks, sweep
+        self.records = {key: {t.record.epoch: t for t in ts} for key, ts in earlier.items()}
+        self.written: list[RunKey] = []
+        self.failed: list[str] = []
+        self.dead: set[RunKey] = set()  # runs failed inside a block that goes on
 
-    def _alive(self, trial) -> list[Run]:
-        return [r for r in self.blocks[trial.config["run"]].runs if r.key not in self.dead]
+    def _alive(self, trial) -> dict[int, Run]:
+        return {r.seed: r for r in self.blocks[trial.config["run"]].runs if layout.key(r) not in self.dead}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        failed = {int(s): m for s, m in json.loads(result.get("failed", "{}")).items()}
-        for run in self._alive(trial):
-            if run.seed in failed:  # its block trains on without it; a re-run trains it again from the start
-                results.write_marker(self.out, *run.key, error=failed[run.seed], checkpoint=None, epoch=0)
-                self.failed.append(f"{run.name}: {failed[run.seed]}")
-                self.dead.add(run.key)
+        report: Report = result["report"]
+        for seed, run in self._alive(trial).items():
+            key = layout.key(run)
+            if seed in report.failed:  # its block trains on without it; a re-run trains it again from the start
+                results.write_marker(self.out, *key, records=[], error=report.failed[seed], checkpoint=None, epoch=0)
+                self.failed.append(f"{key.name}: {report.failed[seed]}")
+                self.dead.add(key)
+            elif seed in report.records:
+                self.records.setdefault(key, {})[report.epoch] = report.trained()[seed]
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        fs = checkpoint.filesystem.type_name
+        fs, epoch = checkpoint.filesystem.type_name, trial.last_result["epoch"]
         uri = checkpoint.path if fs == "local" else f"{fs}://{checkpoint.path}"
-        for run in self._alive(trial):  # epoch and checkpoint in one write: a re-run groups seeds by it
+        for run in self._alive(trial).values():  # epoch, checkpoint and records in one write
+            key = layout.key(run)
+            kept = self.records.get(key, {})
             results.write_marker(
                 self.out,
-                *run.key,
-                epoch=trial.last_result["epoch"],
+                *key,
+                records=[kept[e] for e in sorted(kept) if e <= epoch],
+                epoch=epoch,
                 epochs=run.recipe.epochs,
                 checkpoint=uri,
-                sweep_id=self.columns["sweep_id"],
+                sweep_id=self.sweep["sweep_id"],
                 error=None,
             )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        runs = self._alive(trial)
         with trial.checkpoint.as_directory() as d:
-            history = json.loads((Path(d) / "history.json").read_text())
-            runs = [r for r in self._alive(trial) if str(r.seed) not in history["failed"]]
-            predictions = {r.seed: np.load(Path(d) / f"predictions-{r.seed}.npy") for r in runs}
-        for run in runs:
-            rows = results.rows(run, history["histories"][str(run.seed)], **self.columns)
-            results.write_run(self.out, run, rows, predictions[run.seed], self.labels)
-            self.written.append(run.key)
+            state = BlockState.load(Path(d), list(runs), states=False)
+        for seed, run in runs.items():
+            key, kept = layout.key(run), self.records.get(layout.key(run), {})
+            missing = [e for e in range(1, run.recipe.epochs + 1) if e not in kept]
+            if seed in state.failed or missing or seed not in state.predictions:
+                error = state.failed.get(seed) or f"no record of epochs {missing} reached the driver"
+                results.write_marker(self.out, *key, error=error)
+                self.failed.append(f"{key.name}: {error}")
+                continue
+            pred, correct = state.predictions[seed]
+            results.write_run(
+                self.out, run, [kept[e] for e in sorted(kept)], pred.numpy(), correct.numpy(), **self.sweep
+            )
+            self.written.append(key)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = _last_error_line(trial)
-        for run in self._alive(trial):
-            results.write_marker(self.out, *run.key, error=error)
-            self.failed.append(f"{run.name}: {error}")
+        for run in self._alive(trial).values():
+            key = layout.key(run)
+            results.write_marker(self.out, *key, error=error)
+            self.failed.append(f"{key.name}: {error}")
 
 
 def _last_error_line(trial) -> str:

@@ -20,8 +20,10 @@ from sweeps.layout import (
     STEP_SCHEMA,
     STEPS,
     run_file,
+    run_id,
     write_table,
 )
+from sweeps.layout import tag as tag_of
 
 HASH = "0123456789ab"
 
@@ -47,11 +49,11 @@ def write_run(
     """One finished run: its epoch rows (test accuracies `accs`, percent, multiples of 0.01) and, when `correct`
     (bool per test image) is given, its predictions row. `engine`: one for every epoch, or one per epoch."""
     engines = [engine] * len(accs) if isinstance(engine, str) else engine
-    tag = "" if vary == "all" else f"vary-{vary.replace(',', '+')}-b{base_seed}"  # as cnn.train.Run.tag
+    tag = tag_of(vary, base_seed)
     fixed = {
         "submission": submission,
         "seed": seed,
-        "run_id": f"{step}/seed={seed}/{recipe_hash}",
+        "run_id": run_id(step, seed, recipe_hash, tag),
         "recipe_hash": recipe_hash,
         "quick": quick,
         "vary": vary,

@@ -1,4 +1,5 @@
-"""The block engine on real MNIST, CPU: per-seed networks, draws, BatchNorm and schedules; determinism; resume."""
+"""Seeds trained as one block on real MNIST, CPU: per-seed networks, draws, BatchNorm and schedules; agreement with
+the same seeds trained alone; determinism; resume; failure."""
 
 import copy
 import dataclasses
@@ -8,10 +9,11 @@ import pytest
 import torch
 
 from cnn import draws, zoo
-from cnn.block import check_block, per_seed, stack, train_block
+from cnn.block import per_seed, stack
 from cnn.data import MNIST
 from cnn.draws import Masks
-from cnn.train import METRICS, Diverged, Run, load_checkpoint, save_checkpoint, train
+from cnn.train import METRICS, Run, check_block, train
+from tests.test_train import alone, metrics
 
 
 def runs(step: str, seeds, **options) -> list[Run]:
@@ -20,11 +22,11 @@ def runs(step: str, seeds, **options) -> list[Run]:
 
 
 def records(block_epochs, seed) -> list[dict]:
-    return [{k: b.epochs[seed].record[k] for k in METRICS} for b in block_epochs if seed in b.epochs]
+    return metrics(b.seeds[seed] for b in block_epochs if seed in b.seeds)
 
 
 def single(run, data, resume=None) -> list[dict]:
-    return [{k: e.record[k] for k in METRICS} for e in train(run, data, resume)]
+    return metrics(alone(run, data, resume))
 
 
 def close(a: list[dict], b: list[dict], rel: float) -> bool:
@@ -109,55 +111,40 @@ def test_a_seeds_records_and_generators_do_not_depend_on_its_block(tiny):
     step = "s001-model3"  # rotation, dropout, GELU, skips
     ends, recs = [], []
     for seeds in ([5], [3, 5, 9], [9, 7, 5, 1]):
-        out = list(train_block(runs(step, seeds, epochs=2), tiny))
-        ends.append(out[-1].epochs[5].state()["rng"])
+        out = list(train(runs(step, seeds, epochs=2), tiny))
+        ends.append(out[-1].seeds[5].state()["rng"])
         recs.append(records(out, 5))
     for end, rec in zip(ends[1:], recs[1:]):
         assert all(torch.equal(end[g], ends[0][g]) for g in ("order", "augment"))
         assert close(rec, recs[0], rel=1e-5)
-    assert recs[0][0]["train_loss"] != records(list(train_block(runs(step, [6], epochs=1), tiny)), 6)[0]["train_loss"]
+    assert recs[0][0]["train_loss"] != single(runs(step, [6], epochs=1)[0], tiny)[0]["train_loss"]
 
 
 # --- agreement with the single-seed trainer --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("step", ["s001-model3", "s004-exp1", "s003-model3-aug"])
-def test_block_agrees_with_the_single_seed_trainer_over_the_first_steps(step, first_steps):
+def test_a_block_agrees_with_its_seeds_trained_alone_over_the_first_steps(step, first_steps):
     """4 optimizer steps of 64 images (s004-exp1: 2 of 128), then the test set: every seed of a block of 3 matches its
-    single-seed run within float rounding, and its weights too. (Not its momentum to that precision: by step 2-4 a
+    run alone within float rounding, and its weights too. (Not its momentum to that precision: by step 2-4 a
     near-tie in a max-pool can send one gradient to the neighbouring pixel, here 1e-3 of the buffer's scale.)"""
     block_runs = runs(step, [0, 1, 2], epochs=1)
-    (epoch,) = list(train_block(block_runs, first_steps))
+    (epoch,) = list(train(block_runs, first_steps))
     for run in block_runs:
-        (alone,) = list(train(run, first_steps))
-        assert close([epoch.epochs[run.seed].record], [alone.record], rel=1e-5)
-        own, theirs = epoch.epochs[run.seed].state(), alone.state()
+        (one,) = alone(run, first_steps)
+        assert close(metrics([epoch.seeds[run.seed]]), metrics([one]), rel=1e-5)
+        own, theirs = epoch.seeds[run.seed].state(), one.state()
         for k, v in theirs["model"].items():
             # weights are O(0.1-1) and 4 steps move them by ~1e-3; rounding leaves them within 1e-5
             torch.testing.assert_close(own["model"][k], v, rtol=1e-4, atol=3e-5)
 
 
-@pytest.mark.parametrize("step", ["s001-model3", "s004-exp3"])
-def test_a_block_of_one_is_the_single_seed_trainer_bit_for_bit(step, tiny):
-    """With S = 1 every kernel is the single-seed trainer's: draws, loss, SGD and schedule agree to the last bit, over
-    two epochs of 16 steps. (From S = 2 on, grouped kernels sum in another order: the test above.)"""
-    run = runs(step, [4], epochs=2)[0]
-    block = list(train_block([run], tiny))
-    alone = list(train(run, tiny))
-    assert records(block, 4) == [{k: e.record[k] for k in METRICS} for e in alone]
-    own, theirs = block[-1].epochs[4].state(), alone[-1].state()
-    assert all(torch.equal(own["model"][k], v) for k, v in theirs["model"].items())
-    for i, s in theirs["optimizer"]["state"].items():
-        assert torch.equal(own["optimizer"]["state"][i]["momentum_buffer"], s["momentum_buffer"])
-    assert own["scheduler"] == theirs["scheduler"]
-
-
 def test_block_repeats_bit_for_bit(tiny):
     block_runs = runs("s003-model4", [0, 1, 2], epochs=2)
-    first, second = (list(train_block(block_runs, tiny)) for _ in range(2))
+    first, second = (list(train(block_runs, tiny)) for _ in range(2))
     for seed in (0, 1, 2):
         assert records(first, seed) == records(second, seed)
-        assert torch.equal(first[-1].epochs[seed].predictions, second[-1].epochs[seed].predictions)
+        assert torch.equal(first[-1].seeds[seed].predictions, second[-1].seeds[seed].predictions)
 
 
 # --- per-seed BatchNorm and learning-rate schedule ------------------------------------------------------------------
@@ -165,12 +152,12 @@ def test_block_repeats_bit_for_bit(tiny):
 
 def test_per_seed_batchnorm_statistics_match_single_runs(first_steps):
     block_runs = runs("s004-exp1", [3, 4], epochs=1)
-    (epoch,) = list(train_block(block_runs, first_steps))
+    (epoch,) = list(train(block_runs, first_steps))
     for run in block_runs:
-        (alone,) = list(train(run, first_steps))
-        for k, v in alone.state()["model"].items():
+        (one,) = alone(run, first_steps)
+        for k, v in one.state()["model"].items():
             if "running" in k:
-                torch.testing.assert_close(epoch.epochs[run.seed].state()["model"][k], v, rtol=1e-4, atol=1e-6)
+                torch.testing.assert_close(epoch.seeds[run.seed].state()["model"][k], v, rtol=1e-4, atol=1e-6)
 
 
 def test_a_block_mixes_a_seed_whose_lr_has_dropped_with_one_whose_lr_has_not(tiny):
@@ -179,22 +166,20 @@ def test_a_block_mixes_a_seed_whose_lr_has_dropped_with_one_whose_lr_has_not(tin
     drop before epoch 4. In one block, each seed follows its own schedule and matches its single-seed run; with one
     lr for both, seed 1's epoch-3 training loss would move by percents."""
     block_runs = runs("s004-exp3", [1, 2], epochs=3)
-    states = {seed: e.state() for seed, e in next(train_block(block_runs, tiny)).epochs.items()}
+    states = {seed: e.state() for seed, e in next(train(block_runs, tiny)).seeds.items()}
     kept = copy.deepcopy(states[1])
     states[1]["scheduler"].update(best=100.0, num_bad_epochs=block_runs[0].recipe.patience)
-    out = list(train_block(block_runs, tiny, resume=states))
-    assert [b.epochs[1].record["lr"] for b in out] == [0.1, pytest.approx(0.01)]
-    assert [b.epochs[2].record["lr"] for b in out] == [0.1, 0.1]
+    out = list(train(block_runs, tiny, resume=states))
+    assert [b.seeds[1].record.lr for b in out] == [0.1, pytest.approx(0.01)]
+    assert [b.seeds[2].record.lr for b in out] == [0.1, 0.1]
     for run in block_runs:
-        alone = single(run, tiny, resume=states[run.seed])
-        assert [r["lr"] for r in records(out, run.seed)] == [r["lr"] for r in alone]
+        one = single(run, tiny, resume=states[run.seed])
+        assert [r["lr"] for r in records(out, run.seed)] == [r["lr"] for r in one]
         # lr 0.1 amplifies rounding fast: by epoch 3 the training loss parts by up to 1e-3
-        assert [r["train_loss"] for r in records(out, run.seed)] == pytest.approx(
-            [r["train_loss"] for r in alone], 3e-3
-        )
+        assert [r["train_loss"] for r in records(out, run.seed)] == pytest.approx([r["train_loss"] for r in one], 3e-3)
     # had seed 1 kept lr 0.1 in epoch 3, its training loss would be elsewhere
     undropped = single(block_runs[0], tiny, resume=kept)[1]["train_loss"]
-    assert abs(undropped - out[1].epochs[1].record["train_loss"]) > 10 * 3e-3 * undropped
+    assert abs(undropped - out[1].seeds[1].record.train_loss) > 10 * 3e-3 * undropped
 
 
 # --- resume and failure ---------------------------------------------------------------------------------------------
@@ -202,38 +187,39 @@ def test_a_block_mixes_a_seed_whose_lr_has_dropped_with_one_whose_lr_has_not(tin
 
 def test_a_killed_block_resumes_with_identical_rows(tiny, tmp_path):
     block_runs = runs("s004-exp3", [0, 1, 2], epochs=3)  # plateau scheduler state must survive too
-    whole = list(train_block(block_runs, tiny))
-    it = train_block(block_runs, tiny)
+    whole = list(train(block_runs, tiny))
+    it = train(block_runs, tiny)
     first = next(it)
-    for seed, e in first.epochs.items():
-        save_checkpoint(e.state(), tmp_path / f"{seed}.pt")
+    for seed, e in first.seeds.items():
+        torch.save(e.state(), tmp_path / f"{seed}.pt")
     next(it)  # the block runs on past the checkpoint and is dropped: a killed worker
-    resumed = list(train_block(block_runs, tiny, resume={s: load_checkpoint(tmp_path / f"{s}.pt") for s in (0, 1, 2)}))
+    saved = {s: torch.load(tmp_path / f"{s}.pt", weights_only=True) for s in (0, 1, 2)}
+    resumed = list(train(block_runs, tiny, resume=saved))
     for seed in (0, 1, 2):
         assert records(resumed, seed) == records(whole[1:], seed)
-        assert [b.epochs[seed].record["engine"] for b in resumed] == ["block"] * 2
-    # the checkpoint is the single-seed trainer's format: a seed of the block can finish alone
-    alone = single(block_runs[1], tiny, resume=load_checkpoint(tmp_path / "1.pt"))
+        assert [b.seeds[seed].record.block_size for b in resumed] == [3, 3]
+    # a seed's state is the same whatever its block: a seed of the block can finish alone
+    one = single(block_runs[1], tiny, resume=saved[1])
     ours = records(whole[1:], 1)
-    assert [r["lr"] for r in alone] == [r["lr"] for r in ours]
-    assert [r["train_loss"] for r in alone] == pytest.approx([r["train_loss"] for r in ours], 3e-3)  # lr 0.1
+    assert [r["lr"] for r in one] == [r["lr"] for r in ours]
+    assert [r["train_loss"] for r in one] == pytest.approx([r["train_loss"] for r in ours], 3e-3)  # lr 0.1
 
 
 def test_a_failed_seed_is_reported_and_the_others_finish_untouched(tiny):
     """Seed 1's weights are NaN in its epoch-1 checkpoint: in epoch 2 it fails alone, and seeds 0 and 2 get the
     same records, bit for bit, as in a block where nothing failed."""
     block_runs = runs("s003-model4", [0, 1, 2], epochs=3)
-    states = {s: e.state() for s, e in next(train_block(block_runs, tiny)).epochs.items()}
-    clean = list(train_block(block_runs, tiny, resume=states))
+    states = {s: e.state() for s, e in next(train(block_runs, tiny)).seeds.items()}
+    clean = list(train(block_runs, tiny, resume=states))
     poisoned = {**states, 1: {**states[1], "model": {**states[1]["model"]}}}
     poisoned[1]["model"]["convblock1.0.weight"] = torch.full_like(states[1]["model"]["convblock1.0.weight"], np.nan)
-    out = list(train_block(block_runs, tiny, resume=poisoned))
+    out = list(train(block_runs, tiny, resume=poisoned))
     assert list(out[0].failed) == [1] and "training loss nan in epoch 2" in out[0].failed[1]
-    assert [sorted(b.epochs) for b in out] == [[0, 2], [0, 2]] and not out[1].failed
+    assert [sorted(b.seeds) for b in out] == [[0, 2], [0, 2]] and not out[1].failed
     for seed in (0, 2):
         assert records(out, seed) == records(clean, seed)
-    with pytest.raises(Diverged, match="training loss nan in epoch 2"):
-        list(train(block_runs[1], tiny, resume=poisoned[1]))
+    (only,) = list(train([block_runs[1]], tiny, resume={1: poisoned[1]}))  # alone, it fails and training ends
+    assert only.seeds == {} and "training loss nan in epoch 2" in only.failed[1]
 
 
 def test_a_block_is_one_step_and_recipe_with_distinct_seeds():

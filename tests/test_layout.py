@@ -32,7 +32,7 @@ def test_run_file_names_parse_one_way():
 
     assert layout.parse_name(layout.run_file(Path("o"), layout.EPOCHS, "s", 7)) == (7, "")
     assert layout.parse_name(layout.marker_file(Path("o"), "s", 12)) == (12, "")
-    tag = Run.plan("s003-model4", 3, vary="dropout,order", base_seed=5).tag
+    tag = layout.key(Run.plan("s003-model4", 3, vary="dropout,order", base_seed=5)).tag
     assert tag == "vary-order+dropout-b5"
     assert layout.parse_name(layout.run_file(Path("o"), layout.EPOCHS, "s", 3, tag)) == (3, tag)
     for name in (

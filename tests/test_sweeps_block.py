@@ -9,9 +9,9 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
-from cnn.block import train_block
-from cnn.train import METRICS, Run, save_checkpoint
+from cnn.train import METRICS, Run, train
 from sweeps import BadSweep, layout, results
 from sweeps.runner import SweepConfig, run_sweep
 from tests.test_sweeps import KEY, snapshot
@@ -113,21 +113,29 @@ def test_a_killed_sweep_resumes_its_seeds_in_other_blocks(block_results, tiny, t
 
 def test_a_seed_that_diverges_fails_alone_and_its_block_finishes(tiny, tmp_path, ray_session):
     """Seeds 0-3 resume from an epoch-1 block checkpoint in which seed 1's first conv is NaN: seed 1 fails with its
-    loss in the error, seeds 0, 2 and 3 finish with rows, and a status shows the failure."""
+    loss in the error, seeds 0, 2 and 3 finish with rows, and a status shows the failure. The checkpoint and its
+    markers are in the format of the version before this one (state.pt, history.json), which still resumes."""
     out = tmp_path / "results"
     config = SweepConfig(**{**BLOCKS, "seeds": 4}, out=out)
     first = Run.plan("s003-model4", 0, epochs=2, quick=True, threads=1)
     runs = [dataclasses.replace(first, seed=s) for s in range(4)]
-    epoch1 = next(train_block(runs, tiny))
-    states = {seed: e.state() for seed, e in epoch1.epochs.items()}
+    epoch1 = next(train(runs, tiny))
+    states = {seed: e.state() for seed, e in epoch1.seeds.items()}
     states[1]["model"]["convblock1.0.weight"].fill_(float("nan"))
     ckpt = tmp_path / "checkpoint"
     ckpt.mkdir()
-    save_checkpoint({"seeds": states}, ckpt / "state.pt")
-    history = {str(s): [{**e.record, "wall_time": time.time()}] for s, e in epoch1.epochs.items()}
+    torch.save({"seeds": states}, ckpt / "state.pt")
+    where = {
+        "host": "h",
+        "device": "cpu",
+        "torch_version": torch.__version__,
+        "engine": "block",
+        "wall_time": time.time(),
+    }
+    history = {str(s): [{**dataclasses.asdict(e.record), **where}] for s, e in epoch1.seeds.items()}
     (ckpt / "history.json").write_text(json.dumps({"histories": history, "failed": {}}))
     for r in runs:
-        results.write_marker(out, *r.key, epoch=1, epochs=2, checkpoint=str(ckpt))
+        results.write_marker(out, *layout.key(r), epoch=1, epochs=2, checkpoint=str(ckpt))
     summary = run_sweep(config, data=tiny)
     assert summary.resumed == 3 and sorted(k[1] for k in summary.trained) == [0, 2, 3]
     assert len(summary.failed) == 1 and summary.failed[0].startswith("s003-model4#1: ")

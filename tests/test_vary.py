@@ -5,18 +5,18 @@ import pytest
 import torch
 
 from analysis.load import load_results
-from cnn import zoo
-from cnn.train import METRICS, STREAMS, Run, Seeds, parse_vary, train
-from sweeps import BadSweep
+from cnn.train import METRICS, STREAMS, Run, Seeds, parse_vary
+from sweeps import BadSweep, layout
 from sweeps.runner import SweepConfig, run_sweep
 from tests.test_sweeps import KEY, KillWorkerOnce
+from tests.test_train import alone, metrics
 
 VARY = dict(steps=("s003-model4",), seeds=3, epochs=2, quick=True)
 
 
 def initial_weights(run: Run) -> list[torch.Tensor]:
     torch.manual_seed(run.seeds.init)  # as train() builds the network
-    return list(zoo.get_step(run.step).build(run.recipe).state_dict().values())
+    return list(run.spec.build(run.recipe).state_dict().values())
 
 
 def test_vary_is_parsed_to_one_canonical_form():
@@ -32,9 +32,7 @@ def test_vary_is_parsed_to_one_canonical_form():
 def test_vary_none_trains_the_same_run_for_every_seed(tiny):
     a, b = (Run.plan("s003-model4", seed, epochs=2, threads=1, vary="none", base_seed=7) for seed in (0, 1))
     assert a.seeds == b.seeds == Seeds.of(7)
-    assert [e.record[k] for e in train(a, tiny) for k in METRICS] == [
-        e.record[k] for e in train(b, tiny) for k in METRICS
-    ]
+    assert metrics(alone(a, tiny)) == metrics(alone(b, tiny))
 
 
 @pytest.mark.parametrize("stream", STREAMS)
@@ -49,9 +47,9 @@ def test_vary_one_stream_holds_the_others_at_the_base_seed(stream):
 def test_vary_init_records_the_same_order_augment_and_dropout_seeds():
     a, b = (Run.plan("s003-model4", seed, epochs=1, vary="init") for seed in (1, 2))
     assert not torch.equal(initial_weights(a)[0], initial_weights(b)[0])
-    streams = [f"seed_{s}" for s in STREAMS]
-    assert [a.columns[c] == b.columns[c] for c in streams] == [False, True, True, True]
-    assert (a.columns["vary"], a.columns["base_seed"]) == ("init", 0)
+    a, b = layout.run_columns(a), layout.run_columns(b)
+    assert [a[f"seed_{s}"] == b[f"seed_{s}"] for s in STREAMS] == [False, True, True, True]
+    assert (a["vary"], a["base_seed"]) == ("init", 0)
 
 
 def test_vary_groups_live_side_by_side_and_are_never_pooled(tmp_path, ray_session, tiny):

@@ -1,0 +1,169 @@
+"""What a sweep asks for, planned against its results folder: the options (:class:`SweepConfig`), the runs
+(:class:`cnn.train.Run`, each worked out once), what is done and what resumes (:class:`Plan`), and the blocks of seeds
+that train together, one Tune trial each (:class:`Block`). Nothing here starts Ray or trains."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cnn import zoo
+from cnn.train import Run, parse_vary
+from sweeps import BadSweep, layout, results
+from sweeps.layout import RunKey
+
+# Seeds per trial when --seeds-per-trial is not given. CPU: 1, since blocks pay little and unevenly there
+# (benchmarks/results/block-cpu.txt: best 1.7x the single-seed trainer at S=4 for s001-model3, 1.15x at S=2 for
+# s004-exp1, slower than it at S>=8; on one thread 1.15x and 0.92x at S=4); with one thread per run, N runs on N
+# cores stay busy. GPU: not measured (no
+# GPU for issue 9); 16 seeds give every kernel 16 models' work, and fractional --gpus-per-trial lets several
+# blocks share one GPU.
+SEEDS_PER_TRIAL = {"cpu": 1, "cuda": 16}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What ``sweep run`` was asked for. Every option is checked here, before anything starts."""
+
+    steps: tuple[str, ...]  # names or glob patterns; "all" is every step
+    seeds: int = 5  # seeds per step
+    seed_start: int = 0  # the first seed
+    out: Path = Path("results")
+    data_dir: Path | None = None
+    num_cpus: int | None = None  # of a local Ray; None: all
+    num_gpus: int | None = None  # of a local Ray; None: all
+    cpus_per_trial: float = 1  # also the run's torch threads
+    gpus_per_trial: float = 0  # > 0 trains on CUDA; fractions share a GPU
+    address: str | None = None  # a running Ray cluster to join
+    storage: str | None = None  # Tune's state; None: OUT/tune
+    epochs: int | None = None  # overrides every recipe's epochs
+    quick: bool = False
+    precision: str = "fp32"  # fp32 | bf16
+    max_failures: int = 2  # retries of a trial whose worker fails
+    vary: str = "all"  # the random streams the seed drives: all, none, or a comma list (cnn.train.parse_vary)
+    base_seed: int = 0  # the seed of the streams not varied
+    seeds_per_trial: int | None = None  # seeds of one step per trial, trained as one network; None: per device
+
+    @property
+    def block_size(self) -> int:
+        """``seeds_per_trial``, or the device's default: :data:`SEEDS_PER_TRIAL`."""
+        return self.seeds_per_trial or SEEDS_PER_TRIAL["cuda" if self.gpus_per_trial > 0 else "cpu"]
+
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "vary", parse_vary(self.vary))
+        except ValueError as e:
+            raise BadSweep(str(e)) from None
+        checks = [
+            (self.seeds >= 1, f"--seeds must be at least 1, not {self.seeds}"),
+            (self.seed_start >= 0, f"--seed-start must be 0 or more, not {self.seed_start}"),
+            (self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
+            (self.cpus_per_trial > 0, f"--cpus-per-trial must be positive, not {self.cpus_per_trial:g}"),
+            (self.gpus_per_trial >= 0, f"--gpus-per-trial must not be negative, not {self.gpus_per_trial:g}"),
+            (self.num_cpus is None or self.num_cpus >= 1, f"--num-cpus must be at least 1, not {self.num_cpus}"),
+            (self.num_gpus is None or self.num_gpus >= 0, f"--num-gpus must not be negative, not {self.num_gpus}"),
+            (self.max_failures >= 0, f"--max-failures must be 0 or more, not {self.max_failures}"),
+            (self.base_seed >= 0, f"--base-seed must be 0 or more, not {self.base_seed}"),
+            (
+                self.seeds_per_trial is None or self.seeds_per_trial >= 1,
+                f"--seeds-per-trial must be at least 1, not {self.seeds_per_trial}",
+            ),
+            (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, not {self.precision!r}"),
+            (
+                self.out.expanduser().resolve() != Path.cwd(),
+                f"--out '{self.out}' is the current folder; name a results folder of its own, e.g. --out results",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BadSweep(message)
+
+
+def plan(config: SweepConfig) -> list[Run]:
+    """The runs a sweep asks for, in zoo order. Each step's network is built once, for all its seeds."""
+    device, threads = ("cuda" if config.gpus_per_trial > 0 else "cpu"), max(1, int(config.cpus_per_trial))
+    runs = []
+    for step in zoo.select(list(config.steps)):
+        first = Run.plan(
+            step.name,
+            config.seed_start,
+            epochs=config.epochs,
+            quick=config.quick,
+            precision=config.precision,
+            device=device,
+            threads=threads,
+            vary=config.vary,
+            base_seed=config.base_seed,
+        )
+        runs += [dataclasses.replace(first, seed=s) for s in range(config.seed_start, config.seed_start + config.seeds)]
+    return runs
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a sweep will do in its results folder: the runs asked for, those done, those that resume."""
+
+    out: Path
+    runs: list[Run]
+    folder: layout.Folder  # what was read of the results folder
+    done: frozenset[RunKey]  # the runs asked for that have rows in the folder
+    resume: dict[RunKey, results.Resume]  # the runs asked for, not done, whose marker names a checkpoint
+
+    @property
+    def todo(self) -> list[Run]:
+        return [r for r in self.runs if layout.key(r) not in self.done]
+
+    def held(self, run: Run) -> int:
+        """Epochs the run's checkpoint holds (0: none)."""
+        resume = self.resume.get(layout.key(run))
+        return resume.epoch if resume else 0
+
+
+def prepare(config: SweepConfig) -> Plan:
+    """Plan the sweep against its results folder: move damaged files aside, refuse incompatible rows, and find what
+    is done and what resumes. Starts nothing; ``sweep run --dry-run`` prints this."""
+    out = config.out.expanduser().resolve()
+    folder = layout.read(out)
+    runs, done = plan(config), results.finished(folder)
+    results.check_compatible(out, done, runs)
+    asked = {layout.key(r) for r in runs}
+    resume = {key: r for key, r in results.resumable(out).items() if key in asked and key not in done}
+    return Plan(out, runs, folder, frozenset(done) & asked, resume)
+
+
+@dataclass(frozen=True)
+class Block:
+    """The runs one Tune trial trains together: seeds of one step (and one ``--vary`` setting) that start from the
+    same epoch, with the checkpoint each resumes from, if any."""
+
+    runs: tuple[Run, ...]
+    resume: dict[int, str] = field(default_factory=dict)  # seed -> checkpoint URI
+
+    @property
+    def name(self) -> str:
+        """The trial's name: the run's name for one run, else ``<step>#<seed>+<seed>+...[-<tag>]``."""
+        first = layout.key(self.runs[0])
+        if len(self.runs) == 1:
+            return first.name
+        return f"{first.step}#{'+'.join(str(r.seed) for r in self.runs)}" + (f"-{first.tag}" if first.tag else "")
+
+    @property
+    def recipe(self):
+        return self.runs[0].recipe
+
+    @property
+    def params(self) -> int:
+        return self.runs[0].params
+
+
+def form_blocks(sweep: Plan, size: int) -> list[Block]:
+    """The runs left to train, in blocks of up to ``size`` seeds: per step and ``--vary`` setting, the seeds that hold
+    the same epoch (0, or their checkpoint's), in seed order."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in sweep.todo:
+        groups.setdefault((run.step, layout.key(run).tag, sweep.held(run)), []).append(run)
+    blocks = [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
+    return [
+        Block(tuple(b), {r.seed: sweep.resume[layout.key(r)].checkpoint for r in b if sweep.held(r)}) for b in blocks
+    ]
