@@ -163,7 +163,7 @@ class SeedEpoch:
     record: Record
     predictions: torch.Tensor  # (n_test,) uint8 predicted labels, test-set order, on the CPU
     correct: torch.Tensor  # (n_test,) bool: predictions == labels
-    state: Callable[[], dict[str, Any]] = field(repr=False)  # a copy, valid after the trainer moves on
+    state: Callable[[], dict[str, Any]] = field(repr=False)  # a copy; take it before the trainer moves on
 
 
 @dataclass

@@ -12,6 +12,7 @@ from cnn import zoo
 from cnn.train import Run, parse_vary
 from sweeps import BadSweep, layout, results
 from sweeps.layout import RunKey
+from sweeps.protocol import check_safe
 
 # Seeds per trial when --seeds-per-trial is not given. CPU: 1, since blocks pay little and unevenly there
 # (benchmarks/results/block-cpu.txt: best 1.7x the single-seed trainer at S=4 for s001-model3, 1.15x at S=2 for
@@ -129,6 +130,9 @@ def prepare(config: SweepConfig) -> Plan:
     results.check_compatible(out, done, runs)
     asked = {layout.key(r) for r in runs}
     resume = {key: r for key, r in results.resumable(out).items() if key in asked and key not in done}
+    for r in resume.values():
+        if "://" not in r.checkpoint:  # remote checkpoints are checked by the worker that loads them
+            check_safe(Path(r.checkpoint))
     return Plan(out, runs, folder, frozenset(done) & asked, resume)
 
 

@@ -216,3 +216,21 @@ def test_interrupted_sweep_exits_130_and_says_how_to_continue(tmp_path, data_dir
     assert res.exit_code == 0 and int(re.search(r"\((\d+) resumed\)", res.stdout).group(1)) >= 1, res.output
     rows = pd.read_parquet(out / "epochs")
     assert len(rows) == 6 and not rows.duplicated(["step", "seed", "epoch"]).any()
+
+
+def test_a_crafted_checkpoint_is_refused_in_one_line(places, tmp_path):
+    """A marker points at a checkpoint whose pickle would run code when loaded (here: create a file): `sweep run`
+    refuses it before anything starts, in one line naming what it would import, and nothing runs or changes."""
+    from sweeps.protocol import FILE, STATES
+    from tests.test_protocol import Payload
+
+    out, ran = Path(places["out"]), tmp_path / "ran"
+    ckpt = out / "crafted"
+    ckpt.mkdir()
+    torch.save({"epoch": 1, "failed": {}, "predictions": {}, "x": Payload(ran)}, ckpt / FILE)
+    torch.save({}, ckpt / STATES)
+    results.write_marker(out, "s003-model4", 2, epoch=1, epochs=2, checkpoint=str(ckpt))
+    before = files(out)
+    line, _ = one_line([*RUN, "--seeds", "3", "--out", places["out"], "--data-dir", places["data"]])
+    assert line.startswith("error: refusing checkpoint ") and "pathlib" in line and "marker under runs/" in line
+    assert files(out) == before and not ran.exists()
