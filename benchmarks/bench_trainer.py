@@ -19,11 +19,11 @@ machine hits both, and reports median seconds per model-epoch (train + test) and
   ``DataLoader(batch_size=<recipe>, shuffle=True, num_workers=2, pin_memory=False)`` for both sets, the classic
   ``train()`` (zero_grad, forward, nll_loss, backward, step, running correct count) and ``test()`` (no_grad, summed
   nll_loss, argmax correct), the model in default NCHW, SGD(lr, momentum) from the recipe, ``torch.set_num_threads(2)``.
-  Dropout is torch's ``nn.Dropout`` (``bernoulli_``), as in the notebooks: the zoo's ``Dropout`` without a mask source
-  (since issue 9; before, this path borrowed our cheaper CPU mask).
+  Dropout is torch's ``nn.Dropout`` (``bernoulli_``), as in the notebooks: the zoo's ``Dropout`` without a mask source.
   The rotation is applied whether or not the recipe uses one: it is what the seeds' class code does (s002-net1's
   recipe has none, so for it path (a) does a little more work than path (b)).
-* (b) ``list(cnn.train.train(Run.plan(step, 0, epochs=1, threads=2, precision=...), data))``.
+* (b) ``list(cnn.train.train([Run.plan(step, 0, epochs=1, threads=2, precision=...)], data))``: one seed, a block of
+  one.
 
 Excluded from both: reading MNIST from disk (``load_mnist`` for (b), the two torchvision datasets for (a)). Included:
 model construction, and for (a) the DataLoader worker start-up, which the seeds pay twice every epoch.
@@ -34,9 +34,9 @@ tensors for (b)) and the same share of the test set, then extrapolates each path
 for (a) also the two ``iter(loader)`` calls that fork the workers). The 6.38M-param baseline runs this way because a
 full epoch of it costs ~9-10 min per path on 2 cores.
 
-The breakdown re-times one full epoch of our trainer with ``time.perf_counter`` around each phase of the same calls
-``cnn.train.train`` makes (on a CPU every op is synchronous, so the phase times are exact), then lists the heaviest
-ops from ``torch.profiler`` over a few training batches. It copies the loop of ``cnn/train.py``; keep them in step.
+The breakdown runs ``cnn.train.train`` itself under ``torch.profiler`` for up to 100 training batches and the test
+set, and sums the ops' self CPU time by what they do (convolutions, batch norm, dropout masks, the optimizer, the
+batch's gather, rotation and normalisation, ...); the convolutions' share bounds what any other saving could buy.
 
 Usage: ``.venv/bin/python benchmarks/bench_trainer.py`` runs every case below and writes the results file;
 ``--step NAME [--batches N] [--bf16] [--profile] [--out FILE]`` runs one step. Nothing here asserts a time.
@@ -45,6 +45,7 @@ Usage: ``.venv/bin/python benchmarks/bench_trainer.py`` runs every case below an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -58,6 +59,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torchvision
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 
@@ -67,7 +69,6 @@ sys.path.insert(0, str(ROOT))
 from cnn import data as cdata  # noqa: E402
 from cnn import train as ctrain  # noqa: E402
 from cnn import zoo  # noqa: E402
-from cnn.draws import Masks  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("SWEEP_DATA_DIR", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "benchmarks" / "results" / "trainer-cpu.txt"
@@ -159,11 +160,12 @@ def seeds_epoch(step: str, train_set, test_set) -> tuple[float, float, float]:
 
 
 def ours_epoch(step: str, data: cdata.MNIST, precision: str) -> tuple[float, float, float]:
-    """One epoch of ``cnn.train.train``: (seconds, fixed seconds, test accuracy %)."""
+    """One epoch of ``cnn.train.train``, one seed: (seconds, fixed seconds, test accuracy %)."""
     start = time.perf_counter()
-    (epoch,) = list(ctrain.train(ctrain.Run.plan(step, 0, epochs=1, threads=THREADS, precision=precision), data))
+    (epoch,) = list(ctrain.train([ctrain.Run.plan(step, 0, epochs=1, threads=THREADS, precision=precision)], data))
     seconds = time.perf_counter() - start
-    return seconds, seconds - epoch.record["epoch_seconds"], epoch.record["test_acc"]
+    record = epoch.seeds[0].record
+    return seconds, seconds - record.epoch_seconds, record.test_acc
 
 
 # ---- the comparison -----------------------------------------------------------------------------------------------
@@ -197,7 +199,6 @@ def run_case(case: Case, full: cdata.MNIST, seeds_sets, say) -> dict[str, float]
         ours_epoch(case.step, warm, p)
 
     times: dict[str, list[float]] = {"seeds": [], **{p: [] for p in case.precisions}}
-    seeds_measured = []  # seconds on the data actually used (= times["seeds"] for a full epoch)
     for rep in range(1, case.reps + 1):
         line = []
         for path in times:
@@ -206,8 +207,6 @@ def run_case(case: Case, full: cdata.MNIST, seeds_sets, say) -> dict[str, float]
             )
             epoch = fixed + (secs - fixed) * scale
             times[path].append(epoch)
-            if path == "seeds":
-                seeds_measured.append(secs)
             name = "seeds fp32" if path == "seeds" else f"ours {path}"
             measured = "" if scale == 1 else f" (measured {secs:.1f} s, fixed {fixed:.2f} s)"
             line.append(f"{name} {epoch:.1f} s{measured}, test acc {acc:.2f} %")
@@ -223,105 +222,72 @@ def run_case(case: Case, full: cdata.MNIST, seeds_sets, say) -> dict[str, float]
         per_rep = ", ".join(f"{a / b:.2f}x" for a, b in zip(times["seeds"], times[p]))
         say(f"  ratio seeds fp32 / ours {p}: {med['seeds'] / med[p]:.2f}x  (per rep: {per_rep})")
     if case.profile:
-        breakdown(case.step, data, statistics.median(seeds_measured), med["fp32"] / scale, say)
+        breakdown(case.step, data, med["seeds"], med["fp32"], say)
     return med
 
 
-def breakdown(step_name: str, data: cdata.MNIST, seeds_seconds: float, ours_seconds: float, say) -> None:
-    """Where one fp32 epoch of our trainer goes: the loop of cnn.train.train with a timer around each phase."""
-    step, recipe = zoo.get_step(step_name), zoo.get_step(step_name).recipe
-    seeds = ctrain.Seeds.of(0)
-    torch.set_num_threads(THREADS)
-    cl = ctrain.CHANNELS_LAST
-    phases = dict.fromkeys(
-        (
-            "setup",
-            "gather+rotate+normalize",
-            "forward+loss",
-            "zero_grad+backward",
-            "optimizer step",
-            "loss/correct bookkeeping",
-            "test evaluation",
-        ),
-        0.0,
-    )
-    t = time.perf_counter()
-    torch.manual_seed(seeds.init)
-    model = step.build(recipe).to(memory_format=cl)
-    masks = Masks([seeds.dropout])  # counter-based dropout masks, as cnn.train.train attaches them
-    masks.attach(model)
-    order, augment = torch.Generator().manual_seed(seeds.order), torch.Generator().manual_seed(seeds.augment)
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=False)
-    model.train()
-    n = len(data.train_y)
-    perm = torch.randperm(n, generator=order)
-    loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
-    phases["setup"] += time.perf_counter() - t
+# What an op does, by the first pattern its name contains (torch.profiler's aten names).
+KINDS = (
+    ("convolution", ("convolution",)),
+    ("batch norm", ("batch_norm",)),
+    ("activations", ("gelu", "relu", "threshold", "sigmoid", "clamp")),
+    ("pooling and resizing", ("pool", "upsample")),
+    ("data: gather, rotate, normalize", ("index", "grid_sampler", "affine_grid", "where", "div", "sub", "rand")),
+    ("optimizer (SGD, foreach)", ("_foreach",)),
+    ("loss and log-softmax", ("nll_loss", "log_softmax", "gather")),
+    ("copies and layout", ("copy_", "contiguous", "clone", "to", "empty", "zeros", "fill_")),
+    ("elementwise (masks, skips)", ("mul", "add")),
+)
 
-    def batch(i):
-        masks.at(1, i // recipe.batch_size)
-        idx = perm[i : i + recipe.batch_size]
-        angles = cdata.random_angles(len(idx), recipe.rotation, augment, "cpu") if recipe.rotation else None
-        x = cdata.to_input(data.train_x[idx], recipe.mean, recipe.std, angles, recipe.fill)
-        return idx, x.contiguous(memory_format=cl), data.train_y[idx]
 
-    start = time.perf_counter()
-    for i in range(0, n, recipe.batch_size):
-        t0 = time.perf_counter()
-        idx, x, y = batch(i)
-        t1 = time.perf_counter()
-        with autocast:
-            out = model(x)
-            loss = F.nll_loss(out.float(), y)
-        t2 = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        t3 = time.perf_counter()
-        optimizer.step()
-        t4 = time.perf_counter()
-        loss_sum += loss.detach() * len(idx)
-        correct += (out.detach().argmax(1) == y).sum()
-        t5 = time.perf_counter()
-        for key, dt in zip(list(phases)[1:6], (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-            phases[key] += dt
-    train_wall = time.perf_counter() - start
-    t = time.perf_counter()
-    ctrain.evaluate(model, data, recipe, autocast)
-    phases["test evaluation"] = time.perf_counter() - t
-    total = sum(phases.values())
+def breakdown(step_name: str, data: cdata.MNIST, seeds_seconds: float, ours_seconds: float, say, S: int = 1) -> None:
+    """Where an fp32 epoch of ``cnn.train.train`` with S seeds goes: the trainer itself under torch.profiler, up to
+    100 training batches and the test set, ops summed by kind, and what the convolutions' share leaves for anything
+    else. ``ours_seconds``: our seconds per model-epoch."""
+    recipe = zoo.get_step(step_name).recipe
+    n = min(len(data.train_y), 100 * recipe.batch_size)
+    part = cdata.MNIST(data.train_x[:n], data.train_y[:n], data.test_x, data.test_y)
+    base = ctrain.Run.plan(step_name, 0, epochs=1, threads=THREADS)
+    runs = [dataclasses.replace(base, seed=s) for s in range(S)]
+    from cnn import draws
 
-    say(f"  where our fp32 epoch goes ({step_name}; the loop of cnn.train.train re-timed phase by phase, one epoch):")
-    for key, secs in phases.items():
-        say(f"    {key:<26}{secs:7.2f} s  {100 * secs / total:5.1f} %")
+    masks = draws.multiplier
+    mask_seconds = [0.0]
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return masks(*args, **kwargs)
+        finally:
+            mask_seconds[0] += time.perf_counter() - t
+
+    draws.multiplier = timed  # the dropout masks, timed where the trainer calls them
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            list(ctrain.train(runs, part))
+            wall = time.perf_counter() - start
+    finally:
+        draws.multiplier = masks
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events)
+    kinds = dict.fromkeys([k for k, _ in KINDS] + ["other"], 0.0)
+    for e in events:
+        kind = next((k for k, names in KINDS if any(p in e.key for p in names)), "other")
+        kinds[kind] += e.self_cpu_time_total
+    say(f"  where an fp32 epoch of {S} seed(s) goes ({step_name}, {n // recipe.batch_size} training batches + the test")
+    say(f"  set under torch.profiler, {wall:.1f} s; self CPU time of aten ops by kind):")
+    for kind, us in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        say(f"    {kind:<34}{100 * us / total:5.1f} %")
+    say(f"    dropout masks (cnn.draws, timed around the call) {100 * mask_seconds[0] / wall:5.1f} % of the wall time")
+    conv = kinds["convolution"] / total
     say(
-        f"    {'total':<26}{total:7.2f} s  (timed run above: {ours_seconds:.2f} s; "
-        f"loop overhead outside the timers {train_wall - sum(list(phases.values())[1:6]):.2f} s)"
+        f"  ceiling: convolutions are {100 * conv:.0f} % of the ops' time; with everything else free, ours would run "
+        f"{seeds_seconds / (conv * ours_seconds):.1f}x the seeds' loop (now {seeds_seconds / ours_seconds:.2f}x)"
     )
-    compute = phases["forward+loss"] + phases["zero_grad+backward"] + phases["optimizer step"]
-    say(
-        f"  forward+backward+step alone: {compute:.1f} s, so even with data and test free the ratio would be "
-        f"at most {seeds_seconds / compute:.2f}x against the seeds' median {seeds_seconds:.1f} s"
-    )
-
-    # Which ops, over up to 100 training batches (profiler overhead inflates tiny ops; read the ranking, not the sums).
-    from torch.profiler import ProfilerActivity, profile
-
-    profiled = range(0, min(n, 100 * recipe.batch_size), recipe.batch_size)
-    model.train()  # evaluate() left it in eval mode
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for i in profiled:
-            idx, x, y = batch(i)
-            out = model(x)
-            loss = F.nll_loss(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total_us = sum(e.self_cpu_time_total for e in events)
-    say(f"  heaviest ops by self CPU time over {len(profiled)} training batches (torch.profiler):")
-    for e in events[:10]:
-        say(f"    {e.key:<44}{100 * e.self_cpu_time_total / total_us:5.1f} %  ({e.count} calls)")
+    say("  heaviest ops by self CPU time:")
+    for e in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:10]:
+        say(f"    {e.key:<44}{100 * e.self_cpu_time_total / total:5.1f} %  ({e.count} calls)")
 
 
 # ---- report -------------------------------------------------------------------------------------------------------
@@ -332,6 +298,13 @@ def write(out: Path, lines: list[str]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {out}")
+
+
+def git_commit(tree: Path = ROOT) -> str:
+    """The checkout's commit, with '+changes' when its tracked files differ from it."""
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=tree).returncode
+    return sha.strip() + ("+changes" if dirty else "")
 
 
 def machine() -> list[str]:
@@ -345,7 +318,8 @@ def machine() -> list[str]:
         f"{' (' + field['Hypervisor vendor'] + ' guest)' if 'Hypervisor vendor' in field else ''}, "
         f"{mem_kb / 2**20:.1f} GiB RAM; torch CPU capability {torch.backends.cpu.get_cpu_capability()}; "
         f"bf16 hardware: {', '.join(bf16_hw) or 'none (no AVX-512, no AMX)'}",
-        f"python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}; "
+        f"code {git_commit()}; python {platform.python_version()}, torch {torch.__version__}, "
+        f"torchvision {torchvision.__version__}; "
         f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; load average at start "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
     ]

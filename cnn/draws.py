@@ -1,8 +1,8 @@
 """Dropout masks as counter-based draws: a pure function of (dropout seed, epoch, step, call, element index).
 
 A mask element does not depend on anything else: not on the other seeds trained beside it, their number or order,
-the memory layout, the thread count, or the device. So one seed draws the same masks alone (:func:`cnn.train.train`)
-or in a block of 16 (:mod:`cnn.block`), on a CPU or a GPU.
+the memory layout, the thread count, or the device. So one seed draws the same masks alone or in a block of 16
+(:func:`cnn.train.train`), on a CPU or a GPU.
 
 * ``key(seed, epoch, step, call)``: 32 bits from splitmix64 over the four words (Python integers). ``call`` counts
   the dropout calls of one forward pass, from 0.

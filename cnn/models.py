@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 class Dropout(nn.Dropout):
     """``nn.Dropout`` whose masks come from the trainer: while ``masks`` is set (:class:`cnn.draws.Masks`, attached by
-    :mod:`cnn.train` and :mod:`cnn.block`), a training forward multiplies by ``masks(x, p)``, a counter-based
+    :func:`cnn.train.train`), a training forward multiplies by ``masks(x, p)``, a counter-based
     Bernoulli(1 - p) mask scaled by 1 / (1 - p) that does not depend on the device or on the other seeds of a block.
     Without one (the seeds' own loop in benchmarks/) it is ``nn.Dropout``."""
 

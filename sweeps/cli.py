@@ -154,7 +154,7 @@ def run(
     seeds_per_trial: Annotated[
         int | None,
         typer.Option(
-            help="Seeds of one step trained together in one trial, as one batched network (the block engine); "
+            help="Seeds of one step trained together in one trial, as one batched network; "
             "each seed trains as it would alone.",
             show_default="1 on CPU, 16 with --gpus-per-trial",
         ),

@@ -15,11 +15,10 @@ from sweeps.layout import RunKey
 from sweeps.protocol import check_safe
 
 # Seeds per trial when --seeds-per-trial is not given. CPU: 1, since blocks pay little and unevenly there
-# (benchmarks/results/block-cpu.txt: best 1.7x the single-seed trainer at S=4 for s001-model3, 1.15x at S=2 for
-# s004-exp1, slower than it at S>=8; on one thread 1.15x and 0.92x at S=4); with one thread per run, N runs on N
-# cores stay busy. GPU: not measured (no
-# GPU for issue 9); 16 seeds give every kernel 16 models' work, and fractional --gpus-per-trial lets several
-# blocks share one GPU.
+# (benchmarks/results/block-cpu.txt: best 1.7x one seed alone at S=4 for s001-model3, 1.15x at S=2 for s004-exp1,
+# slower than it at S>=8; on one thread 1.15x and 0.92x at S=4); with one thread per run, N runs on N cores stay
+# busy. GPU: not measured yet; 16 seeds give every kernel 16 models' work, and fractional --gpus-per-trial lets
+# several blocks share one GPU.
 SEEDS_PER_TRIAL = {"cpu": 1, "cuda": 16}
 
 

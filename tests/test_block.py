@@ -120,7 +120,7 @@ def test_a_seeds_records_and_generators_do_not_depend_on_its_block(tiny):
     assert recs[0][0]["train_loss"] != single(runs(step, [6], epochs=1)[0], tiny)[0]["train_loss"]
 
 
-# --- agreement with the single-seed trainer --------------------------------------------------------------------------
+# --- agreement with the seeds trained alone -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("step", ["s001-model3", "s004-exp1", "s003-model3-aug"])
