@@ -170,6 +170,14 @@ def _download(root: Path) -> None:
             raise DataNotFound(f"MNIST not found in {raw} and the download failed ({reason}); {HINT}") from None
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (on the CPU) on ``device``; to a GPU through pinned memory and without waiting for the copy, so that a
+    training step's small host-made tensors (angles, mask keys) never stall its stream."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def stratified_slice(labels: torch.Tensor, fraction: float) -> torch.Tensor:
     """Indices of the first ``fraction`` of every class, in data-set order: a fixed, stratified subset."""
     keep = [idx[: int(len(idx) * fraction)] for idx in (torch.nonzero(labels == c).flatten() for c in range(10))]

@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from cnn.data import to_device
+
 M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 SPREAD, MUL1, MUL2 = 0x61C88647, 0x21F0AAAD, 0x735A2D97  # all odd and below 2**31 (see the int64 path)
 
@@ -51,11 +53,12 @@ def threshold(p: float) -> int:
     return int(p * 2**32)
 
 
-def multiplier(x: torch.Tensor, keys: Sequence[int], p: float, via: str | None = None) -> torch.Tensor:
+def multiplier(x: torch.Tensor, keys: Sequence[int] | torch.Tensor, p: float, via: str | None = None) -> torch.Tensor:
     """The dropout multiplier (0 or ``1 / (1 - p)``, float32) for ``x`` of shape ``(B, S * C, H, W)`` holding
     ``S = len(keys)`` seeds' activations side by side in channels (seed s owns channels ``s*C ... s*C + C - 1``), in
     ``x``'s memory format (channels_last or contiguous). One seed: ``S = 1``. ``via``: ``numpy`` or ``torch``, by
-    default numpy on a CPU and torch elsewhere (tests run the torch path on the CPU)."""
+    default numpy on a CPU and torch elsewhere (tests run the torch path on the CPU). ``keys`` may be an int64 tensor
+    on ``x``'s device, so that the torch path draws without copying anything to the device."""
     if x.dim() != 4:
         raise ValueError(f"dropout masks are drawn for (B, C, H, W) activations, not {tuple(x.shape)}")
     B, SC, H, W = x.shape
@@ -63,11 +66,13 @@ def multiplier(x: torch.Tensor, keys: Sequence[int], p: float, via: str | None =
     last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     scale = 1 / (1 - p)
     if (via or ("numpy" if x.device.type == "cpu" else "torch")) == "numpy":
+        keys = keys.tolist() if isinstance(keys, torch.Tensor) else keys
         m = torch.from_numpy(_multiplier_numpy(tuple(keys), (B, SC // S, H, W), threshold(p), scale, last))
         m = m.to(x.device)
     else:
-        keep = _keep_torch(tuple(keys), (B, SC // S, H, W), threshold(p), last, x.device)
-        m = keep.to(torch.float32) * torch.tensor(scale, dtype=torch.float32, device=x.device)
+        if not isinstance(keys, torch.Tensor):
+            keys = torch.tensor(keys, dtype=torch.int64, device=x.device)
+        m = _keep_torch(keys, (B, SC // S, H, W), threshold(p), last, x.device).to(torch.float32) * scale
     # m is in memory order: (B, H, W, S, C) for channels_last, (B, S, C, H, W) otherwise
     return m.view(B, H, W, SC).permute(0, 3, 1, 2) if last else m.view(B, SC, H, W)
 
@@ -126,10 +131,9 @@ def _counters_torch(shape: tuple[int, int, int, int], last: bool, device: str) -
     return i.permute(0, 2, 3, 1)[:, :, :, None, :].contiguous() if last else i[:, None]
 
 
-def _keep_torch(keys: tuple[int, ...], shape, thr: int, last: bool, device) -> torch.Tensor:
-    """:func:`_multiplier_numpy`'s keep decisions, bit for bit, with int64 tensors holding 32-bit values: every
-    product stays below 2**63."""
-    k = torch.tensor(keys, dtype=torch.int64, device=device)
+def _keep_torch(k: torch.Tensor, shape, thr: int, last: bool, device) -> torch.Tensor:
+    """:func:`_multiplier_numpy`'s keep decisions for the keys ``k`` (S,), bit for bit, with int64 tensors holding
+    32-bit values: every product stays below 2**63."""
     v = _counters_torch(shape, last, str(device)) ^ (k[:, None] if last else k[:, None, None, None])
     v ^= v >> 16
     v = (v * MUL1) & M32
@@ -141,19 +145,31 @@ def _keep_torch(keys: tuple[int, ...], shape, thr: int, last: bool, device) -> t
 
 class Masks:
     """The mask source of one training forward pass for S seeds (their dropout stream seeds, in block order): a
-    trainer calls :meth:`at` before each forward, and each :class:`cnn.models.Dropout` call draws the next ``call``."""
+    trainer calls :meth:`at` before each forward, and each :class:`cnn.models.Dropout` call draws the next ``call``.
 
-    def __init__(self, seeds: Sequence[int]):
+    On a GPU the keys of a step's calls are copied to it once per step, from pinned memory without waiting, so that
+    drawing a mask never stalls the stream; the first step, which learns how many calls a forward makes, copies its
+    keys call by call."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu"):
         self.seeds = tuple(seeds)
+        self.device = torch.device(device)
         self.epoch = self.step = self.call = 0
+        self.calls = 0  # dropout calls per forward, once a forward has run
+        self.keys: torch.Tensor | None = None  # (calls, S) int64 on the device: this step's keys
 
     def at(self, epoch: int, step: int) -> None:
         self.epoch, self.step, self.call = epoch, step, 0
+        if self.device.type != "cpu" and self.calls:
+            table = [[key(s, epoch, step, c) for s in self.seeds] for c in range(self.calls)]
+            self.keys = to_device(torch.tensor(table, dtype=torch.int64), self.device)
 
     def __call__(self, x: torch.Tensor, p: float) -> torch.Tensor:
-        keys = [key(s, self.epoch, self.step, self.call) for s in self.seeds]
-        self.call += 1
-        return multiplier(x, keys, p)
+        call, self.call = self.call, self.call + 1
+        if self.keys is not None and call < len(self.keys):
+            return multiplier(x, self.keys[call], p)
+        self.calls = max(self.calls, self.call)
+        return multiplier(x, [key(s, self.epoch, self.step, call) for s in self.seeds], p)
 
     def attach(self, model: torch.nn.Module) -> None:
         """Make every :class:`cnn.models.Dropout` of ``model`` draw from this source."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,16 +43,18 @@ import torch.nn.functional as F
 
 from cnn import zoo
 from cnn.block import per_seed, seed_rows, stack
-from cnn.data import MNIST, random_angles, stratified_slice, to_input
+from cnn.data import MNIST, random_angles, stratified_slice, to_device, to_input
 from cnn.draws import Masks
 
 # --quick: stratified share of the training set, and epochs. One epoch because the two 6.3M-param baselines cost
 # ~180 core-seconds per quick epoch each on a 2-core CPU (benchmarks/), and `sweep run all --quick` must fit 10 min.
 QUICK = {"fraction": 0.1, "epochs": 1}
-EVAL_BATCH = 1000  # test images per forward pass; does not change the metrics' meaning
+EVAL_BATCH = 1000  # test images per loss sum (evaluation forwards at most a training batch at a time)
 METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_correct", "test_total", "lr")
 TIMINGS = ("epoch_seconds", "images_per_sec")  # vary run to run; everything in METRICS must not on a CPU
 CHANNELS_LAST = torch.channels_last  # 1.1-2.1x faster than NCHW for these small convs on CPU (oneDNN)
+PRECISIONS = ("fp32", "tf32", "bf16")  # IEEE fp32; TF32 convolutions and matmuls (CUDA only); bf16 autocast
+DETERMINISTIC = True  # on CUDA: deterministic cuDNN and torch algorithms (benchmarks/ flip it to time the cost)
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ class Run:
     params: int  # trainable parameters of the network
     quick: bool = False
     overrides: str = "{}"  # JSON of the recipe fields overridden on the command line
-    precision: str = "fp32"  # fp32 | bf16 (autocast; an explicit opt-in, recorded with the run)
+    precision: str = "fp32"  # PRECISIONS: fp32 is IEEE fp32 on every device; tf32 and bf16 are opt-ins
     device: str = "cpu"
     threads: int | None = None  # CPU threads; None: torch's default
     vary: str = "all"  # the streams this run's seed drives (parse_vary); the others come from base_seed
@@ -125,8 +128,8 @@ class Run:
         )
 
     def __post_init__(self):
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, not {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         object.__setattr__(self, "vary", parse_vary(self.vary))
         if self.vary == "all":  # every stream comes from the run seed: the base seed plays no part
             object.__setattr__(self, "base_seed", 0)
@@ -154,6 +157,8 @@ class Record:
     epoch_seconds: float  # wall time of the block's epoch, train + test
     images_per_sec: float  # this seed's training images per second (the block trains block_size times as many)
     block_size: int  # seeds trained together in this epoch, this one included
+    precision: str | None = None  # the precision actually used (tf32 on a GPU without it is fp32); None in records
+    # kept from before it was recorded: the run's
 
 
 @dataclass
@@ -206,6 +211,7 @@ def train(
     device = torch.device(run.device)
     if run.threads:
         torch.set_num_threads(run.threads)
+    precision = configure(device, run.precision)
     data = data.to(device)
     train_idx = stratified_slice(data.train_y, QUICK["fraction"]) if run.quick else None
     n_train = len(train_idx) if train_idx is not None else len(data.train_y)
@@ -219,7 +225,7 @@ def train(
     model = stack(singles).to(device, memory_format=CHANNELS_LAST)
     del singles
     params = list(model.parameters())
-    masks = Masks([s.dropout for s in seeds])
+    masks = Masks([s.dropout for s in seeds], device)
     masks.attach(model)
     orders = [torch.Generator().manual_seed(s.order) for s in seeds]
     augments = [torch.Generator().manual_seed(s.augment) for s in seeds]
@@ -259,7 +265,7 @@ def train(
             angles = None
             if recipe.rotation:
                 angles = torch.stack([random_angles(b, recipe.rotation, g, "cpu") for g in augments], 1)
-                angles = angles.to(device).reshape(-1)  # (b*S,)
+                angles = to_device(angles.reshape(-1), device)  # (b*S,)
             x = to_input(data.train_x[idx.reshape(-1)], recipe.mean, recipe.std, angles, recipe.fill)  # (b*S, 1, H, W)
             x = x.view(b, S, *x.shape[2:]).contiguous(memory_format=CHANNELS_LAST)
             y = data.train_y[idx]  # (b, S)
@@ -275,6 +281,8 @@ def train(
             correct += (out.detach().argmax(2) == y).sum(0)
             if on_batch is not None:
                 on_batch(epoch, step + 1, n_steps)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the clock reads the work done, not the work queued
         train_seconds = time.perf_counter() - start
 
         failed = {}
@@ -306,6 +314,7 @@ def train(
                 epoch_seconds=seconds,
                 images_per_sec=n_train / train_seconds,
                 block_size=S,
+                precision=precision,
             )
 
             def state(epoch=epoch, s=s) -> dict[str, Any]:  # copies, in torch's own state-dict formats
@@ -323,34 +332,62 @@ def train(
             return
 
 
-def seed_losses(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each seed's mean negative log-likelihood over its batch: ``out`` (b, S, 10) log-probabilities, ``y`` (b, S)
-    labels -> (S,). On a CPU through ``nll_loss`` seed by seed, whose cascade sum every CPU row was computed with (a
-    plain mean of the gathered values differs in the last bit about every other batch); elsewhere through ``gather``,
-    whose backward is deterministic on CUDA, where ``nll_loss``'s accumulates with atomicAdd. The gradients agree
-    bit for bit."""
+def seed_losses(out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Each seed's negative log-likelihood over its images, their ``mean`` or ``sum``: ``out`` (b, S, 10)
+    log-probabilities, ``y`` (b, S) labels -> (S,). On a CPU through ``nll_loss`` seed by seed, whose cascade sum
+    every CPU row was computed with (a plain sum of the gathered values differs in the last bit about every other
+    batch); elsewhere through ``gather``, deterministic on CUDA, where ``nll_loss`` is not (it accumulates with
+    atomicAdd, and ``use_deterministic_algorithms`` refuses it). The gradients agree bit for bit."""
     if out.device.type == "cpu":
-        return torch.stack([F.nll_loss(out[:, s], y[:, s]) for s in range(out.shape[1])])
-    return -out.gather(2, y.unsqueeze(2)).squeeze(2).mean(0)
+        return torch.stack([F.nll_loss(out[:, s], y[:, s], reduction=reduction) for s in range(out.shape[1])])
+    picked = -out.gather(2, y.unsqueeze(2)).squeeze(2)  # (b, S)
+    return picked.mean(0) if reduction == "mean" else picked.sum(0)
 
 
 def evaluate(model: nn.Module, data: MNIST, recipe: zoo.Recipe, autocast, S: int):
-    """Per seed: mean test loss, correct count, and predicted labels (uint8, CPU), as lists of S."""
+    """Per seed: mean test loss, correct count, and predicted labels (uint8, CPU), as lists of S. Each forward takes
+    at most a training batch of images (``recipe.batch_size`` per seed), so evaluation never needs more memory than
+    a training step; the loss is summed per :data:`EVAL_BATCH` images, and a network's outputs do not depend on how
+    its images are batched, so the sums are the same whatever the chunk."""
     model.eval()
     loss = torch.zeros(S, device=data.test_y.device)
     preds = []
     with torch.inference_mode(), autocast:
         for i in range(0, len(data.test_y), EVAL_BATCH):
-            x = to_input(data.test_x[i : i + EVAL_BATCH], recipe.mean, recipe.std)  # (b, 1, H, W)
-            x = x.expand(-1, S, -1, -1).contiguous(memory_format=CHANNELS_LAST)  # every seed sees the same images
-            out = per_seed(model(x), S).float()  # (b, S, 10)
+            chunks = []
+            for j in range(i, min(i + EVAL_BATCH, len(data.test_y)), recipe.batch_size):
+                x = to_input(data.test_x[j : min(j + recipe.batch_size, i + EVAL_BATCH)], recipe.mean, recipe.std)
+                x = x.expand(-1, S, -1, -1).contiguous(memory_format=CHANNELS_LAST)  # every seed sees the same images
+                chunks.append(per_seed(model(x), S).float())  # (c, S, 10)
+            out = torch.cat(chunks)
             y = data.test_y[i : i + EVAL_BATCH]
-            loss += torch.stack([F.nll_loss(out[:, s], y, reduction="sum") for s in range(S)])
+            loss += seed_losses(out, y[:, None].expand(-1, S), reduction="sum")
             preds.append(out.argmax(2))
     pred = torch.cat(preds).t()  # (S, n)
     n = pred.shape[1]
     correct = (pred == data.test_y).sum(1).tolist()
     return [v / n for v in loss.tolist()], correct, list(pred.to("cpu", torch.uint8))
+
+
+def configure(device: torch.device, precision: str) -> str:
+    """Set torch's numerics for ``precision`` on ``device`` and return the precision actually used. fp32 is IEEE
+    fp32 everywhere: on a GPU, cuDNN's convolutions would otherwise run in TF32 (its default on Ampere and newer), so
+    TF32 is its own precision, asked for by name. On CUDA, every kernel is a deterministic one (cuDNN's deterministic
+    algorithms, ``use_deterministic_algorithms``, cuBLAS's fixed workspace), so a run repeats bit for bit."""
+    if device.type != "cuda":
+        return precision
+    tf32 = precision == "tf32" and torch.cuda.get_device_capability(device) >= (8, 0)
+    try:
+        torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = (
+            "tf32" if tf32 else "ieee"
+        )
+    except AttributeError:  # torch before the fp32_precision API
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    if DETERMINISTIC:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS first starts in the process
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = DETERMINISTIC, False
+    torch.use_deterministic_algorithms(DETERMINISTIC)
+    return "tf32" if tf32 else "fp32" if precision == "tf32" else precision
 
 
 def scheduler(recipe: zoo.Recipe, optimizer: torch.optim.Optimizer):

@@ -137,6 +137,13 @@ def run(
     bf16: Annotated[
         bool, typer.Option(help="Train under bf16 autocast (recorded with the rows) instead of fp32.")
     ] = False,
+    tf32: Annotated[
+        bool,
+        typer.Option(
+            help="On a GPU, let convolutions and matmuls run in TF32 (recorded with the rows, never pooled with fp32), "
+            "instead of IEEE fp32."
+        ),
+    ] = False,
     max_failures: Annotated[
         int, typer.Option(help="Retries of a run whose worker fails, from its last checkpoint.")
     ] = 2,
@@ -157,6 +164,14 @@ def run(
             help="Seeds of one step trained together in one trial, as one batched network; "
             "each seed trains as it would alone.",
             show_default="1 on CPU, 16 with --gpus-per-trial",
+        ),
+    ] = None,
+    gpu_memory: Annotated[
+        float | None,
+        typer.Option(
+            help="GiB of memory of each GPU, so that blocks are sized to fit a trial's share (a cluster whose head "
+            "has no GPU).",
+            show_default="the local GPU's",
         ),
     ] = None,
 ) -> None:
@@ -181,11 +196,12 @@ def run(
         storage=storage,
         epochs=epochs,
         quick=quick,
-        precision="bf16" if bf16 else "fp32",
+        precision=_precision(bf16, tf32),
         max_failures=max_failures,
         vary=vary,
         base_seed=base_seed,
         seeds_per_trial=seeds_per_trial,
+        gpu_memory=gpu_memory,
     )
     if dry_run:
         _print_plan(prepare(config))
@@ -213,12 +229,20 @@ def run(
         raise typer.Exit(1)
 
 
+def _precision(bf16: bool, tf32: bool) -> str:
+    if bf16 and tf32:
+        raise BadInput("--bf16 and --tf32 are two precisions; choose one")
+    return "bf16" if bf16 else "tf32" if tf32 else "fp32"
+
+
 def _print_plan(sweep) -> None:
     """Per step: seeds done, seeds that resume (from which epoch), seeds trained new; and the model-epochs."""
     from sweeps import layout
 
     _say_quarantined(sweep.folder.quarantined)
     typer.echo(f"plan for {sweep.out} (dry run: nothing started)")
+    for note in sweep.notes:
+        typer.echo(note)
     typer.echo(f"{'step':<17} {'done':<12} {'resume (epochs held)':<24} new")
     by_step: dict[str, list] = {}
     for run in sweep.runs:

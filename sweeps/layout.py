@@ -79,7 +79,12 @@ EPOCH_COLUMNS = [
     ),
     ("quick", pa.bool_(), "trained with `--quick` (10 % stratified train slice, 1 epoch unless --epochs)"),
     ("overrides", pa.string(), "JSON object of recipe fields overridden on the command line, `{}` when none"),
-    ("precision", pa.string(), "`fp32` or `bf16`"),
+    (
+        "precision",
+        pa.string(),
+        "the precision actually used: `fp32` (IEEE fp32 on every device), `tf32` (TF32 convolutions and matmuls on a "
+        "GPU that has them, `--tf32`) or `bf16` (bf16 autocast, `--bf16`); never pooled with each other",
+    ),
     (
         "vary",
         pa.string(),
@@ -205,16 +210,16 @@ def run_columns(run) -> dict[str, Any]:
 
 
 def epoch_rows(run, epochs: Iterable[Mapping[str, Any]], **sweep: Any) -> list[dict[str, Any]]:
-    """A finished run's epoch rows: each epoch's flat record (the trainer's metrics and timings, ``block_size``, the
-    worker's ``host``, ``device`` and ``torch_version``, ``wall_time`` in seconds since the Unix epoch), the run's
-    columns and the sweep's (``sweep_id``, the driver's versions)."""
+    """A finished run's epoch rows: the run's columns and the sweep's (``sweep_id``, the driver's versions), then each
+    epoch's flat record (the trainer's metrics and timings, ``block_size``, the precision actually used, the worker's
+    ``host``, ``device`` and ``torch_version``, ``wall_time`` in seconds since the Unix epoch)."""
     fixed = {**run_columns(run), **sweep}
     return [
         {
-            **e,
+            **fixed,
+            **{k: v for k, v in e.items() if v is not None},
             "engine": "single" if e["block_size"] == 1 else "block",
             "wall_time": dt.datetime.fromtimestamp(e["wall_time"], dt.timezone.utc),
-            **fixed,
         }
         for e in epochs
     ]

@@ -8,8 +8,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnn import zoo
-from cnn.train import Run, parse_vary
+import torch
+
+from cnn import memory, zoo
+from cnn.train import PRECISIONS, Run, parse_vary
 from sweeps import BadSweep, layout, results
 from sweeps.layout import RunKey
 from sweeps.protocol import check_safe
@@ -39,16 +41,30 @@ class SweepConfig:
     storage: str | None = None  # Tune's state; None: OUT/tune
     epochs: int | None = None  # overrides every recipe's epochs
     quick: bool = False
-    precision: str = "fp32"  # fp32 | bf16
+    precision: str = "fp32"  # cnn.train.PRECISIONS: fp32 | tf32 (CUDA only) | bf16
     max_failures: int = 2  # retries of a trial whose worker fails
     vary: str = "all"  # the random streams the seed drives: all, none, or a comma list (cnn.train.parse_vary)
     base_seed: int = 0  # the seed of the streams not varied
     seeds_per_trial: int | None = None  # seeds of one step per trial, trained as one network; None: per device
+    gpu_memory: float | None = None  # GiB of each GPU; None: the local GPU's, if one is visible
 
     @property
     def block_size(self) -> int:
         """``seeds_per_trial``, or the device's default: :data:`SEEDS_PER_TRIAL`."""
         return self.seeds_per_trial or SEEDS_PER_TRIAL["cuda" if self.gpus_per_trial > 0 else "cpu"]
+
+    def trial_memory(self) -> int | None:
+        """Bytes of GPU memory a trial may use (its share of one GPU), or None: on the CPU, or where the size of the
+        GPUs is unknown (a cluster joined from a head without one, and no --gpu-memory)."""
+        if not self.gpus_per_trial:
+            return None
+        if self.gpu_memory is not None:
+            total = self.gpu_memory * 2**30
+        elif torch.cuda.is_available():
+            total = torch.cuda.get_device_properties(0).total_memory
+        else:
+            return None
+        return int(self.gpus_per_trial * total)
 
     def __post_init__(self):
         try:
@@ -61,6 +77,15 @@ class SweepConfig:
             (self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
             (self.cpus_per_trial > 0, f"--cpus-per-trial must be positive, not {self.cpus_per_trial:g}"),
             (self.gpus_per_trial >= 0, f"--gpus-per-trial must not be negative, not {self.gpus_per_trial:g}"),
+            (
+                self.gpus_per_trial <= 1,
+                f"--gpus-per-trial {self.gpus_per_trial:g} gives a trial GPUs it cannot use: a trial trains on one "
+                "GPU; train more seeds per trial with --seeds-per-trial",
+            ),
+            (
+                self.gpu_memory is None or self.gpu_memory > 0,
+                f"--gpu-memory must be positive (GiB), not {self.gpu_memory}",
+            ),
             (self.num_cpus is None or self.num_cpus >= 1, f"--num-cpus must be at least 1, not {self.num_cpus}"),
             (self.num_gpus is None or self.num_gpus >= 0, f"--num-gpus must not be negative, not {self.num_gpus}"),
             (self.max_failures >= 0, f"--max-failures must be 0 or more, not {self.max_failures}"),
@@ -69,7 +94,11 @@ class SweepConfig:
                 self.seeds_per_trial is None or self.seeds_per_trial >= 1,
                 f"--seeds-per-trial must be at least 1, not {self.seeds_per_trial}",
             ),
-            (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, not {self.precision!r}"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"),
+            (
+                self.precision != "tf32" or self.gpus_per_trial > 0,
+                "--tf32 is a GPU precision: give --gpus-per-trial, or train in fp32 on the CPU",
+            ),
             (
                 self.out.expanduser().resolve() != Path.cwd(),
                 f"--out '{self.out}' is the current folder; name a results folder of its own, e.g. --out results",
@@ -109,6 +138,8 @@ class Plan:
     folder: layout.Folder  # what was read of the results folder
     done: frozenset[RunKey]  # the runs asked for that have rows in the folder
     resume: dict[RunKey, results.Resume]  # the runs asked for, not done, whose marker names a checkpoint
+    sizes: dict[str, int]  # step -> seeds per trial (block_sizes)
+    notes: list[str]  # why a step's blocks are smaller than asked
 
     @property
     def todo(self) -> list[Run]:
@@ -132,7 +163,32 @@ def prepare(config: SweepConfig) -> Plan:
     for r in resume.values():
         if "://" not in r.checkpoint:  # remote checkpoints are checked by the worker that loads them
             check_safe(Path(r.checkpoint))
-    return Plan(out, runs, folder, frozenset(done) & asked, resume)
+    sizes, notes = block_sizes(config, runs)
+    return Plan(out, runs, folder, frozenset(done) & asked, resume, sizes, notes)
+
+
+def block_sizes(config: SweepConfig, runs: list[Run]) -> tuple[dict[str, int], list[str]]:
+    """Seeds per trial for each step: ``config.block_size``, made smaller (halved until it fits) where a block that
+    large would not fit in a trial's share of GPU memory (:mod:`cnn.memory`), with a note saying so. Raises BadSweep
+    where not even one seed fits."""
+    budget, size = config.trial_memory(), config.block_size
+    sizes, notes = {}, []
+    for run in {r.step: r for r in runs}.values():
+        sizes[run.step] = size if budget is None else memory.largest_block(run, size, budget)
+        if sizes[run.step] == size:
+            continue
+        share = f"a trial's {budget / 2**30:.1f} GiB ({config.gpus_per_trial:g} of a GPU)"
+        if not sizes[run.step]:
+            need = memory.peak_bytes(run, 1) / 2**30
+            raise BadSweep(
+                f"{run.step}: one seed needs about {need:.1f} GiB of GPU memory, more than {share}; raise "
+                "--gpus-per-trial"
+            )
+        notes.append(
+            f"{run.step}: {sizes[run.step]} seeds per trial, not {size}: a block of {size} needs about "
+            f"{memory.peak_bytes(run, size) / 2**30:.1f} GiB of GPU memory, more than {share}"
+        )
+    return sizes, notes
 
 
 @dataclass(frozen=True)
@@ -160,13 +216,13 @@ class Block:
         return self.runs[0].params
 
 
-def form_blocks(sweep: Plan, size: int) -> list[Block]:
-    """The runs left to train, in blocks of up to ``size`` seeds: per step and ``--vary`` setting, the seeds that hold
-    the same epoch (0, or their checkpoint's), in seed order."""
+def form_blocks(sweep: Plan) -> list[Block]:
+    """The runs left to train, in blocks of up to their step's size (``sweep.sizes``): per step and ``--vary``
+    setting, the seeds that hold the same epoch (0, or their checkpoint's), in seed order."""
     groups: dict[tuple, list[Run]] = {}
     for run in sweep.todo:
         groups.setdefault((run.step, layout.key(run).tag, sweep.held(run)), []).append(run)
-    blocks = [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
+    blocks = [g[i : i + n] for g in groups.values() for n in [sweep.sizes[g[0].step]] for i in range(0, len(g), n)]
     return [
         Block(tuple(b), {r.seed: sweep.resume[layout.key(r)].checkpoint for r in b if sweep.held(r)}) for b in blocks
     ]

@@ -27,12 +27,15 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from filelock import FileLock, Timeout
 
+from cnn import memory
 from cnn.data import MNIST, load_mnist
 from cnn.train import Run, train
 from sweeps import BadSweep, layout, results
@@ -92,14 +95,16 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
         with cluster.ray_session(config.address, config.num_cpus, config.num_gpus):
             cluster.check_nodes(config.cpus_per_trial, config.gpus_per_trial)
             results.write_steps(out, sweep.runs, sweep.folder)
-            blocks = {b.name: b for b in form_blocks(sweep, config.block_size)}
+            blocks = {b.name: b for b in form_blocks(sweep)}
             epochs = sum(r.recipe.epochs - sweep.held(r) for r in todo)
             print(
                 f"{len(todo)} runs to train ({len(sweep.resume)} resume from a checkpoint), {epochs} model-epochs, "
-                f"in {len(blocks)} trials of up to {config.block_size} seeds; workers start and import torch",
+                f"in {len(blocks)} trials of up to {max(sweep.sizes.values())} seeds; workers start and import torch",
                 file=stream,
                 flush=True,
             )
+            for note in sweep.notes:
+                print(note, file=stream, flush=True)
             start = time.monotonic()
             earlier = {key: _earlier(key, r) for key, r in sweep.resume.items()}
             writer = ResultsWriter(out, blocks, earlier, sweep_id=summary.sweep_id, **cluster.versions())
@@ -125,7 +130,7 @@ def _earlier(key: RunKey, resume: results.Resume) -> list[Trained]:
 
 def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, blocks: dict[str, Block], data: MNIST, callbacks):
     """One trial per block, the largest networks first, named by the block's name (config ``run``)."""
-    trainable = tune.with_parameters(train_trial, data=data, blocks=blocks)
+    trainable = tune.with_parameters(train_trial, data=data, blocks=blocks, gpu_share=config.gpus_per_trial)
     return tune.Tuner(
         tune.with_resources(trainable, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}),
         param_space={"run": tune.grid_search(sorted(blocks, key=lambda name: -blocks[name].params))},
@@ -144,7 +149,7 @@ def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, blocks: dict[str, Bl
 # --- the trainable (runs in a Ray worker) ---------------------------------------------------------------------------
 
 
-def train_trial(config: dict[str, Any], data: MNIST, blocks: dict[str, Block]) -> None:
+def train_trial(config: dict[str, Any], data: MNIST, blocks: dict[str, Block], gpu_share: float) -> None:
     """Train one block from where Tune's checkpoint of it (a retried trial) or its seeds' markers (a re-run sweep)
     left it, reporting every epoch with the block's checkpoint."""
     block = blocks[config["run"]]
@@ -153,10 +158,34 @@ def train_trial(config: dict[str, Any], data: MNIST, blocks: dict[str, Block]) -
     live = [r for r in block.runs if r.seed not in state.failed]
     if not live or state.epoch >= epochs:  # trained to the end, but the rows were never written
         return _report(Report(state.epoch, {}, {}, worker, time.time()), state)
-    for epoch in train(live, data, state.states or None):
-        state = state.after(epoch, last=epoch.epoch == epochs)
-        records = {seed: e.record for seed, e in epoch.seeds.items()}
-        _report(Report(epoch.epoch, records, epoch.failed, worker, time.time()), state)
+    with _gpu(block, gpu_share):
+        for epoch in train(live, data, state.states or None):
+            state = state.after(epoch, last=epoch.epoch == epochs)
+            records = {seed: e.record for seed, e in epoch.seeds.items()}
+            _report(Report(epoch.epoch, records, epoch.failed, worker, time.time()), state)
+
+
+@contextlib.contextmanager
+def _gpu(block: Block, share: float) -> Iterator[None]:
+    """On a GPU: a block whose estimated peak (:mod:`cnn.memory`) exceeds the trial's share of it is refused in one
+    line; the process's allocator is capped at the share, so that a trial cannot crowd out the others on its GPU; and
+    the cache is given back when the trial ends, since a reused worker keeps its allocator."""
+    if block.runs[0].device != "cuda":
+        yield
+        return
+    total = torch.cuda.get_device_properties(0).total_memory
+    need = memory.peak_bytes(block.runs[0], len(block.runs))
+    if need > share * total:
+        raise BadSweep(
+            f"{block.name} needs about {need / 2**30:.1f} GiB of GPU memory, more than its {share:g} share of the "
+            f"{total / 2**30:.0f} GiB {torch.cuda.get_device_name()}; give --gpu-memory "
+            f"{total / 2**30:.0f} so that the sweep sizes its blocks, or raise --gpus-per-trial"
+        )
+    torch.cuda.set_per_process_memory_fraction(min(1.0, share))
+    try:
+        yield
+    finally:
+        torch.cuda.empty_cache()
 
 
 def _restore(block: Block, data: MNIST) -> BlockState:
