@@ -78,9 +78,9 @@ CASES = (
 )
 
 
-def block_epoch(step: str, data: cdata.MNIST, S: int, threads: int, compiled: bool = False):
+def block_epoch(step: str, data: cdata.MNIST, S: int, threads: int, compiled: bool = False, device: str = "cpu"):
     """One epoch of a block of S seeds (0..S-1): (seconds, fixed seconds, mean test accuracy %)."""
-    base = Run.plan(step, 0, epochs=1, threads=threads)
+    base = Run.plan(step, 0, epochs=1, threads=threads, device=device)
     stack, masks = cblock.stack, cdraws.Masks.__call__
     if compiled:  # the batched network as torch.compile makes it (train() builds it through cnn.block.stack), with
         # the dropout masks left outside the graph: counter-based draws from Python ints and numpy, called per layer
@@ -141,7 +141,9 @@ class Before:
         return seconds, seconds - record["epoch_seconds"], record["test_acc"]
 
 
-def run_case(case: Case, full, seeds_sets, threads: int, say, before: Before | None, compiled: bool):
+def run_case(
+    case: Case, full, seeds_sets, threads: int, say, before: Before | None, compiled: bool, device: str = "cpu"
+):
     recipe = zoo.get_step(case.step).recipe
     data, (train_set, test_set), scale = bt.subsets(bt.Case(case.step, case.batches), full, seeds_sets)
     n_batches = -(-len(data.train_y) // recipe.batch_size)
@@ -152,18 +154,19 @@ def run_case(case: Case, full, seeds_sets, threads: int, say, before: Before | N
         f"{len(data.test_y):,} of 10,000 test images, extrapolated x{scale:.3f} to a full epoch"
     )
     params = zoo.count_params(zoo.get_step(case.step).model())
-    say(f"\n{case.step} ({params:,} params, batch {recipe.batch_size}, {what}); ours on {threads} thread(s)")
+    where = f"{threads} thread(s)" if device == "cpu" else torch.cuda.get_device_name()
+    say(f"\n{case.step} ({params:,} params, batch {recipe.batch_size}, {what}); both on {where}")
 
-    paths = {"seeds": lambda d: bt.seeds_epoch(case.step, *d)}
+    paths = {"seeds": lambda d: bt.seeds_epoch(case.step, *d, device=device)}
     if before:
         for engine in ("single", "block"):
             paths[f"before: {engine}" + (" S=1" if engine == "block" else "")] = lambda d, engine=engine: before.epoch(
                 engine, case.step, d, threads
             )
     for S in case.sizes:
-        paths[f"S={S}"] = lambda d, S=S: block_epoch(case.step, d, S, threads)
+        paths[f"S={S}"] = lambda d, S=S: block_epoch(case.step, d, S, threads, device=device)
         if compiled:
-            paths[f"S={S} compiled"] = lambda d, S=S: block_epoch(case.step, d, S, threads, compiled=True)
+            paths[f"S={S} compiled"] = lambda d, S=S: block_epoch(case.step, d, S, threads, True, device)
     warm, warm_sets, _ = bt.subsets(bt.Case(case.step, batches=2), full, seeds_sets)
     for path, epoch in paths.items():  # untimed first calls: oneDNN primitives for every shape, workers
         if "compiled" not in path:  # a compiled path pays its compilation in every timed epoch, as a run would

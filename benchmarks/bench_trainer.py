@@ -107,10 +107,11 @@ def seeds_datasets():
     )
 
 
-def seeds_train(model, loader, optimizer) -> int:
+def seeds_train(model, loader, optimizer, device: str = "cpu") -> int:
     model.train()
     correct = 0
     for data, target in loader:
+        data, target = data.to(device), target.to(device)
         optimizer.zero_grad()
         y_pred = model(data)
         loss = F.nll_loss(y_pred, target)
@@ -121,11 +122,12 @@ def seeds_train(model, loader, optimizer) -> int:
     return correct
 
 
-def seeds_test(model, loader) -> tuple[float, int]:
+def seeds_test(model, loader, device: str = "cpu") -> tuple[float, int]:
     model.eval()
     test_loss, correct = 0.0, 0
     with torch.no_grad():
         for data, target in loader:
+            data, target = data.to(device), target.to(device)
             output = model(data)
             test_loss += F.nll_loss(output, target, reduction="sum").item()
             pred = output.argmax(dim=1, keepdim=True)
@@ -133,12 +135,13 @@ def seeds_test(model, loader) -> tuple[float, int]:
     return test_loss, correct
 
 
-def seeds_epoch(step: str, train_set, test_set) -> tuple[float, float, float]:
-    """One epoch of the seeds' loop: (seconds, fixed seconds, test accuracy %)."""
+def seeds_epoch(step: str, train_set, test_set, device: str = "cpu") -> tuple[float, float, float]:
+    """One epoch of the seeds' loop: (seconds, fixed seconds, test accuracy %). On a GPU, as the notebooks run it
+    there: the model on the device, each batch copied to it (``.to(device)``)."""
     recipe = zoo.get_step(step).recipe
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
-    model = zoo.get_step(step).model()
+    model = zoo.get_step(step).model().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
     kwargs = dict(batch_size=recipe.batch_size, shuffle=True, num_workers=2, pin_memory=False)
     train_loader, test_loader = DataLoader(train_set, **kwargs), DataLoader(test_set, **kwargs)
@@ -147,11 +150,11 @@ def seeds_epoch(step: str, train_set, test_set) -> tuple[float, float, float]:
     t = time.perf_counter()
     train_it = iter(train_loader)
     fixed += time.perf_counter() - t
-    seeds_train(model, train_it, optimizer)
+    seeds_train(model, train_it, optimizer, device)
     t = time.perf_counter()
     test_it = iter(test_loader)
     fixed += time.perf_counter() - t
-    _, correct = seeds_test(model, test_it)
+    _, correct = seeds_test(model, test_it, device)
     del train_it, test_it
     return time.perf_counter() - start, fixed, 100.0 * correct / len(test_set)
 

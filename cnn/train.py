@@ -375,7 +375,7 @@ def configure(device: torch.device, precision: str) -> str:
     TF32 is its own precision, asked for by name. On CUDA, every kernel is a deterministic one (cuDNN's deterministic
     algorithms, ``use_deterministic_algorithms``, cuBLAS's fixed workspace), so a run repeats bit for bit."""
     if device.type != "cuda":
-        return precision
+        return "fp32" if precision == "tf32" else precision
     tf32 = precision == "tf32" and torch.cuda.get_device_capability(device) >= (8, 0)
     try:
         torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = (

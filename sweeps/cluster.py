@@ -84,7 +84,7 @@ def ray_session(address: str | None, num_cpus: int | None, num_gpus: int | None)
     kwargs = {"address": address} if address else {"num_cpus": num_cpus, "num_gpus": num_gpus}
     try:
         ray.init(**kwargs, include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except (ConnectionError, RuntimeError, ValueError, OSError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BadSweep(f"cannot start or join Ray at {address or 'a local instance'}: {reason}") from None
     try:

@@ -4,10 +4,27 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from cnn.data import MNIST, load_mnist
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA; without it they skip and say so."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none is visible here)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def device(request) -> str:
+    """Each device a test should hold on: the CPU always, CUDA where there is a GPU (``pytest -m gpu``)."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -29,8 +29,9 @@ def test_one_quick_epoch_learns(mnist):
     assert int((epoch.predictions.long() == mnist.test_y).sum()) == epoch.record.test_correct == epoch.correct.sum()
 
 
-def test_same_seed_same_records_on_cpu(tiny):
-    run = Run.plan("s003-model4", 3, epochs=2, threads=1)
+def test_same_seed_same_records(tiny, device):
+    """On a CPU, and on a GPU under its deterministic settings: the same run twice gives the same records."""
+    run = Run.plan("s003-model4", 3, epochs=2, threads=1, device=device)
     first, second = metrics(alone(run, tiny)), metrics(alone(run, tiny))
     assert first == second
     assert metrics(alone(dataclasses.replace(run, seed=4), tiny)) != first
@@ -44,8 +45,8 @@ def test_each_random_stream_varies_alone(tiny):
         assert metrics(alone(run, tiny)) != reference, f"changing the {stream} seed changed nothing"
 
 
-def test_resume_after_epoch_k_equals_uninterrupted(tiny, tmp_path):
-    run = Run.plan("s004-exp3", 1, epochs=3, threads=1)  # ReduceLROnPlateau state must survive too
+def test_resume_after_epoch_k_equals_uninterrupted(tiny, tmp_path, device):
+    run = Run.plan("s004-exp3", 1, epochs=3, threads=1, device=device)  # ReduceLROnPlateau state must survive too
     whole = metrics(alone(run, tiny))
     it = train([run], tiny)
     first = next(it).seeds[1]
@@ -56,9 +57,9 @@ def test_resume_after_epoch_k_equals_uninterrupted(tiny, tmp_path):
     assert resumed == whole[1:]
 
 
-def test_bf16_is_opt_in_and_runs(tiny):
-    (epoch,) = alone(Run.plan("s001-model2", 0, epochs=1, precision="bf16", threads=1), tiny)
-    assert 0 <= epoch.record.test_acc <= 100
+def test_bf16_is_opt_in_and_runs(tiny, device):
+    (epoch,) = alone(Run.plan("s001-model2", 0, epochs=1, precision="bf16", threads=1, device=device), tiny)
+    assert 0 <= epoch.record.test_acc <= 100 and epoch.record.precision == "bf16"
     with pytest.raises(ValueError, match="precision"):
         Run.plan("s001-model2", 0, precision="fp16")
 
