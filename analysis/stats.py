@@ -13,6 +13,10 @@ Every run statistic counts epochs 1..budget only, where a run's budget is the sm
 
 Every interval here was checked by simulation at 3, 5 and 10 seeds (tests/test_analysis_stats.py): each covers at
 least its nominal level minus 2 points, or is not given (NaN) and the report says why.
+
+Rates and verdicts follow the rule under which a group's seeds were collected (a run's `rule`; RULES): a fixed
+number of seeds gets Clopper-Pearson's interval; a group with any run of `sweep run --until-decided`, whose seeds
+were added while looking at the verdict, gets the anytime-valid confidence sequence of `sweeps.decide`.
 """
 
 from __future__ import annotations
@@ -29,20 +33,22 @@ from statsmodels.stats.proportion import proportion_confint
 
 from analysis import ReportError
 from analysis.load import Results, check_split
+from sweeps import decide
+from sweeps.decide import EPS, LAST_K, TARGET
 
-EPS = 1e-9  # percent; "at or above the target" forgives the float rounding of 100 * correct / total
 VERDICTS = ("CONSISTENT", "LUCKY", "UNDECIDED", "NEVER", "TOO SHORT")
 MORE_SEEDS = (5, 10, 20)  # extra seeds for which the report gives the chance that they decide an UNDECIDED step
 PRIOR = (1.0, 1.0)  # Beta prior of the consistent rate behind that chance: uniform, every rate equally likely
 SPREADS = ("test set", "models differ", "too few seeds", "one seed")
+FIXED, UNTIL_DECIDED = RULES = ("fixed", "until-decided")  # how a run's seeds were chosen; FIXED before the column
 
 
 @dataclass(frozen=True)
 class Options:
     """Every definition the report rests on; the report prints them."""
 
-    target: float = 99.40  # percent test accuracy
-    last_k: int = 3  # epochs in the final window of a consistent run
+    target: float = TARGET  # percent test accuracy
+    last_k: int = LAST_K  # epochs in the final window of a consistent run
     epoch_budget: int | None = None  # epochs; None: each step's recipe epochs
     max_params: int = 8_000  # parameter budget: passes when params < max_params
     max_epochs: int = 15  # epoch budget: passes when the budget <= max_epochs
@@ -164,16 +170,19 @@ def variance_split(final_acc, n_test, correct=None, confidence: float = 0.95) ->
 # --- rates and verdicts ----------------------------------------------------------------------------------------
 
 
-def rate_interval(k, n, confidence: float = 0.95):
-    """Clopper-Pearson interval (low, high) of the rate k/n; elementwise on arrays; NaN where n is 0.
+def rate_interval(k, n, confidence: float = 0.95, rule=FIXED):
+    """Interval (low, high) of the rate k/n under `rule` (elementwise on arrays, `rule` too); NaN where n is 0.
 
-    Exact: it covers the true rate with at least the stated probability for every rate and every n. Wilson's
-    interval, used before, covers as little as 83 % at n = 3 to 10 for rates near 0 or 1.
+    FIXED: Clopper-Pearson. Exact: it covers the true rate with at least the stated probability for every rate and
+    every n fixed in advance. Wilson's interval, used before, covers as little as 83 % at n = 3 to 10 for rates near 0
+    or 1. UNTIL_DECIDED: the confidence sequence (`sweeps.decide.sequence`), which covers it at every n at once.
     """
     k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         low, high = proportion_confint(k, np.where(n > 0, n, np.nan), alpha=1 - confidence, method="beta")
-    return low, high
+    adaptive = np.asarray(rule) == UNTIL_DECIDED
+    sequence_low, sequence_high = decide.sequence(k, n, confidence)
+    return np.where(adaptive, sequence_low, low)[()], np.where(adaptive, sequence_high, high)[()]  # scalars stay
 
 
 def decided(consistent, n, confidence: float = 0.95):
@@ -200,13 +209,25 @@ def verdict(consistent: int, hits: int, n: int, confidence: float = 0.95) -> str
     return "UNDECIDED"
 
 
-def p_decided(consistent: int, n: int, more: int, confidence: float = 0.95, prior=PRIOR) -> float:
-    """Probability that `more` extra seeds decide the verdict: that the consistent rate's interval over n + more
-    runs leaves 0.5. The extra consistent runs are Beta-binomial, from the posterior Beta(prior + data) of the rate,
-    so the rate's own uncertainty counts, not only the observed k/n."""
-    extra = np.arange(more + 1)
-    pmf = scipy.stats.betabinom.pmf(extra, more, prior[0] + consistent, prior[1] + n - consistent)
-    return float(pmf[decided(consistent + extra, n + more, confidence)].sum())
+def p_decided(consistent: int, n: int, more: int, confidence: float = 0.95, prior=PRIOR, rule: str = FIXED) -> float:
+    """Probability that `more` extra seeds decide the verdict. The extra consistent runs are Beta-binomial, from the
+    posterior Beta(prior + data) of the rate, so the rate's own uncertainty counts, not only the observed k/n.
+
+    FIXED: that the consistent rate's interval over n + more runs leaves 0.5. UNTIL_DECIDED: that the confidence
+    sequence leaves 0.5 after any of the extra seeds (the sweep stops there); the runs are drawn one at a time from
+    the posterior, as from a Polya urn, whose draws taken together are that Beta-binomial."""
+    a, b = prior[0] + consistent, prior[1] + n - consistent
+    if rule == FIXED:
+        extra = np.arange(more + 1)
+        pmf = scipy.stats.betabinom.pmf(extra, more, a, b)
+        return float(pmf[decided(consistent + extra, n + more, confidence)].sum())
+    undecided, p = np.ones(1), 0.0  # (i + 1,): probability of i consistent among the extra runs so far, still undecided
+    for j in range(more):
+        up = (a + np.arange(j + 1)) / (a + b + j)  # P(the next run is consistent | i of the j drawn so far)
+        undecided = np.append(undecided * (1 - up), 0) + np.insert(undecided * up, 0, 0)
+        stop = decide.leaves_half(consistent + np.arange(j + 2), n + j + 1, confidence)
+        p, undecided = p + undecided[stop].sum(), np.where(stop, 0, undecided)
+    return float(p)
 
 
 # --- distributions ---------------------------------------------------------------------------------------------
@@ -328,16 +349,20 @@ def image_test(before, after) -> dict:
 # --- tables ----------------------------------------------------------------------------------------------------
 
 
-def run_summary(epochs: pd.DataFrame, budget: pd.Series, target: float = 99.40, last_k: int = 3) -> pd.DataFrame:
+def run_summary(epochs: pd.DataFrame, budget: pd.Series, target: float = TARGET, last_k: int = LAST_K) -> pd.DataFrame:
     """One row per run (group, seed) over its epochs 1..budget.
 
     budget: epoch budget per group (indexed by group); a run's budget is the smaller of it and the run's `epochs`.
     Columns: budget, best_acc, best_epoch (first epoch at the best), final_acc, final_epoch, n_test (test images),
     lastk_min, lastk_mean, first_epoch_at_target (NaN if never), hit, too_short (budget < K: cannot be judged
-    consistent or lucky), consistent, lucky, luck_gap (best - mean of last K), final_se. The last-K statistics
-    are NaN, and consistent and lucky False, for a run too short.
+    consistent or lucky), consistent, lucky, luck_gap (best - mean of last K), final_se, rule (UNTIL_DECIDED when
+    any of its rows says so; FIXED for files without the column). The last-K statistics are NaN, and consistent and
+    lucky False, for a run too short. `sweeps.decide.judge` judges one run the same way, for the sweep's driver.
     """
-    e = epochs.assign(budget=np.minimum(epochs["group"].map(budget), epochs["epochs"]))
+    rule = epochs["rule"] if "rule" in epochs else pd.Series(FIXED, index=epochs.index)
+    e = epochs.assign(
+        budget=np.minimum(epochs["group"].map(budget), epochs["epochs"]), until_decided=rule.eq(UNTIL_DECIDED)
+    )
     e = e[e["epoch"] <= e["budget"]].sort_values(["group", "seed", "epoch"]).reset_index(drop=True)
     key = ["group", "seed"]
     runs = e.groupby(key)
@@ -357,6 +382,7 @@ def run_summary(epochs: pd.DataFrame, budget: pd.Series, target: float = 99.40, 
             "lastk_min": window.min(),
             "lastk_mean": window.mean(),
             "first_epoch_at_target": at_target.astype(float),
+            "rule": runs["until_decided"].any().map({True: UNTIL_DECIDED, False: FIXED}),
         }
     )
     out["too_short"] = out["budget"] < last_k
@@ -426,7 +452,8 @@ def step_summary(
     runs: pd.DataFrame, groups: pd.DataFrame, options: Options = Options(), correct: dict[str, np.ndarray] | None = None
 ) -> pd.DataFrame:
     """One row per group: seeds, rates with exact intervals, medians with exact intervals, verdict and the chance
-    that more seeds decide it, the test-set share of the spread, budgets, claims.
+    that more seeds decide it, the test-set share of the spread, budgets, claims. Rates, intervals, verdict and that
+    chance follow the group's `rule` (module doc): UNTIL_DECIDED when any of its `n_until_decided` runs has it.
 
     correct: per group, `correct` (seeds, images) for the variance split (see `final_predictions`); optional.
     """
@@ -436,9 +463,16 @@ def step_summary(
         r = runs[runs["group"] == g.group]
         judged = r[~r["too_short"]]
         n, hits, cons = len(r), int(r["hit"].sum()), int(judged["consistent"].sum())
-        verdict_ = verdict(cons, hits, len(judged), o.confidence)
+        n_until_decided = int((r["rule"] == UNTIL_DECIDED).sum())
+        rule = UNTIL_DECIDED if n_until_decided else FIXED
+        if rule == FIXED:
+            verdict_ = verdict(cons, hits, len(judged), o.confidence)
+        else:
+            verdict_ = decide.verdict(decide.Tally(n, len(judged), hits, cons), o.confidence)
         claim = claims(g)
         row = {
+            "rule": rule,
+            "n_until_decided": n_until_decided,
             "n_seeds": n,
             "n_judged": len(judged),
             "n_too_short": n - len(judged),
@@ -451,7 +485,7 @@ def step_summary(
         }
         for more in MORE_SEEDS:
             row[f"p_decided_{more}"] = (
-                p_decided(cons, len(judged), more, o.confidence) if verdict_ == "UNDECIDED" else np.nan
+                p_decided(cons, len(judged), more, o.confidence, rule=rule) if verdict_ == "UNDECIDED" else np.nan
             )
         row |= {
             "params_ok": g.params < o.max_params,
@@ -477,8 +511,10 @@ def step_summary(
         }
         rows.append(row)
     out = pd.concat([groups.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
-    out["hit_lo"], out["hit_hi"] = rate_interval(out["n_hit"], out["n_seeds"], o.confidence)
-    out["consistent_lo"], out["consistent_hi"] = rate_interval(out["n_consistent"], out["n_judged"], o.confidence)
+    out["hit_lo"], out["hit_hi"] = rate_interval(out["n_hit"], out["n_seeds"], o.confidence, out["rule"])
+    out["consistent_lo"], out["consistent_hi"] = rate_interval(
+        out["n_consistent"], out["n_judged"], o.confidence, out["rule"]
+    )
     return pd.concat([out, own_target(out, runs)], axis=1)
 
 

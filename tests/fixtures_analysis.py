@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from sweeps.layout import (
     EPOCH_SCHEMA,
@@ -45,9 +46,11 @@ def write_run(
     base_seed: int = 0,
     engine: str | list[str] = "single",
     correct=None,
+    rule: str | None = None,
 ) -> None:
     """One finished run: its epoch rows (test accuracies `accs`, percent, multiples of 0.01) and, when `correct`
-    (bool per test image) is given, its predictions row. `engine`: one for every epoch, or one per epoch."""
+    (bool per test image) is given, its predictions row. `engine`: one for every epoch, or one per epoch. `rule`:
+    the `rule` column's value (`fixed`, `until-decided`); None writes a file without the column, as before it."""
     engines = [engine] * len(accs) if isinstance(engine, str) else engine
     tag = tag_of(vary, base_seed)
     fixed = {
@@ -92,7 +95,11 @@ def write_run(
         }
         for epoch, correct_count in enumerate(np.round(np.asarray(accs) * 100).astype(int).tolist(), start=1)
     ]
-    write_table(run_file(out, EPOCHS, step, seed, tag), rows, EPOCH_SCHEMA)
+    schema = EPOCH_SCHEMA
+    if rule is not None:
+        rows = [row | {"rule": rule} for row in rows]
+        schema = schema if "rule" in schema.names else schema.append(pa.field("rule", pa.string()))
+    write_table(run_file(out, EPOCHS, step, seed, tag), rows, schema)
     if correct is not None:
         correct = np.asarray(correct, dtype=bool)
         pred = {

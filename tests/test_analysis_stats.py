@@ -1,6 +1,7 @@
 """analysis.stats on tiny fixtures whose answers are worked out by hand, and a coverage simulation of every interval
 the report prints."""
 
+import itertools
 import math
 from fractions import Fraction
 from types import SimpleNamespace
@@ -14,6 +15,8 @@ from statsmodels.stats.contingency_tables import mcnemar
 from analysis import ReportError
 from analysis.load import load_results
 from analysis.stats import (
+    FIXED,
+    UNTIL_DECIDED,
     Options,
     binomial_se,
     claim_percentile,
@@ -35,6 +38,7 @@ from analysis.stats import (
     variance_split,
     verdict,
 )
+from sweeps.decide import leaves_half
 from tests.fixtures_analysis import write_run, write_steps
 
 
@@ -143,6 +147,27 @@ def test_p_decided_against_exact_fractions(consistent, n, more):
     decides = [x for x in range(more + 1) if verdict(consistent + x, 1, n + more) != "UNDECIDED"]
     exact = sum(beta_binomial_exact(x, more, 1 + consistent, 1 + n - consistent) for x in decides)
     assert p_decided(consistent, n, more) == pytest.approx(float(exact), rel=1e-12)
+
+
+def test_p_decided_until_decided_by_hand():
+    # 7 of 7 consistent, posterior Beta(8, 1). The next seed is consistent with probability 8/9, and 8 of 8 decides.
+    # Otherwise 7 of 8 first decides at 11 of 12 (2^12 B(12, 2) = 26.3 >= 1 / alpha = 20; 8 of 9, 9 of 10 and 10 of 11
+    # do not): the next four consistent, (8/10)(9/11)(10/12)(11/13) = 6/13. P = 8/9 + (1/9)(6/13) = 110/117.
+    assert p_decided(7, 7, 5, rule=UNTIL_DECIDED) == pytest.approx(110 / 117, rel=1e-12)
+    assert p_decided(7, 7, 5) > 110 / 117  # Clopper-Pearson, judged once at 12 seeds, is narrower
+
+
+@pytest.mark.parametrize("consistent, n, more", [(7, 7, 5), (4, 8, 10), (1, 9, 12), (10, 12, 8)])
+def test_p_decided_until_decided_against_every_path(consistent, n, more):
+    """Every sequence of `more` runs, with its exact probability under the posterior (exchangeable: it depends only on
+    how many are consistent), counted when the sequence leaves 0.5 after any of them."""
+    a, b = 1 + consistent, 1 + n - consistent
+    exact = Fraction(0)
+    for path in itertools.product((0, 1), repeat=more):
+        if leaves_half(consistent + np.cumsum(path), n + np.arange(1, more + 1)).any():
+            s = sum(path)
+            exact += beta_binomial_exact(s, more, a, b) / math.comb(more, s)
+    assert p_decided(consistent, n, more, rule=UNTIL_DECIDED) == pytest.approx(float(exact), rel=1e-12)
 
 
 def test_median_ci_is_the_order_statistic_interval():
@@ -332,6 +357,39 @@ def test_step_summary_on_files(two_steps):
     assert s.loc["s1", "claim_best_pct"] == 100 and s.loc["s1", "claim_best_above_max"]
     assert s.loc["s1", "claim_final_pct"] == 100 and s.loc["s1", "claim_final_above_max"]
     assert pd.isna(s.loc["s2", "claim_best_pct"]) and not s.loc["s2", "claim_best_above_max"]
+
+
+def test_rule_picks_the_interval_and_the_verdict(tmp_path, two_steps):
+    """Runs of --until-decided are judged with the confidence sequence, the other runs with Clopper-Pearson; a group
+    with any run of --until-decided is judged with the sequence, and files without the column are fixed."""
+    good = [99.5, 99.5, 99.5]  # consistent
+    out = tmp_path / "rules"
+    for seed in range(8):
+        write_run(out, "old", seed, good)  # no rule column, as before it existed
+        write_run(out, "fixed", seed, good, rule=FIXED)
+        write_run(out, "adaptive", seed, good, rule=UNTIL_DECIDED)
+        write_run(out, "extended", seed, good, rule=FIXED if seed < 5 else UNTIL_DECIDED)
+    for seed in range(7):
+        write_run(out, "seven", seed, good, rule=UNTIL_DECIDED)
+    summary = summarize(load_results(out))
+    s = summary.steps.set_index("step")
+    assert s["rule"].to_dict() == {
+        "adaptive": UNTIL_DECIDED,
+        "extended": UNTIL_DECIDED,
+        "fixed": FIXED,
+        "old": FIXED,
+        "seven": UNTIL_DECIDED,
+    }
+    assert s["n_until_decided"].to_dict() == {"adaptive": 8, "extended": 3, "fixed": 0, "old": 0, "seven": 7}
+    assert summary.runs.groupby("step")["rule"].agg(set).to_dict()["extended"] == {FIXED, UNTIL_DECIDED}
+    cp, sequence = 0.025 ** (1 / 8), (0.05 / 9) ** (1 / 8)  # 8 of 8: 0.631 and 0.523
+    for step, low in (("old", cp), ("fixed", cp), ("adaptive", sequence), ("extended", sequence)):
+        assert s.loc[step, ["consistent_lo", "hit_lo"]].tolist() == pytest.approx([low, low])
+        assert s.loc[step, ["consistent_hi", "hit_hi", "verdict"]].tolist() == [1.0, 1.0, "CONSISTENT"]
+    # 7 of 7: Clopper-Pearson would say CONSISTENT (lower end 0.025^(1/7) = 0.590); the sequence keeps 0.5
+    assert s.loc["seven", "verdict"] == "UNDECIDED"
+    assert s.loc["seven", "p_decided_5"] == pytest.approx(110 / 117)
+    assert set(summarize(load_results(two_steps)).steps["rule"]) == {FIXED}
 
 
 def test_variance_split_on_files(two_steps):
