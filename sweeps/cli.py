@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from analysis.cli import report
 from cnn.errors import BadInput
+from sweeps import decide
 
 
 class OneLineErrors(TyperGroup):
@@ -166,6 +167,23 @@ def run(
             show_default="1 on CPU, 16 with --gpus-per-trial",
         ),
     ] = None,
+    until_decided: Annotated[
+        bool,
+        typer.Option(
+            help="Add seeds to each step until its verdict is decided, by a rule that stays valid however often it "
+            "looks (a confidence sequence), instead of a fixed --seeds.",
+        ),
+    ] = False,
+    min_seeds: Annotated[int, typer.Option(help="With --until-decided: seeds each step starts with.")] = (
+        decide.MIN_SEEDS
+    ),
+    max_seeds: Annotated[int, typer.Option(help="With --until-decided: seeds per step at most.")] = decide.MAX_SEEDS,
+    target: Annotated[
+        float, typer.Option(help="With --until-decided: the target test accuracy of the verdict, percent.")
+    ] = decide.TARGET,
+    last_k: Annotated[
+        int, typer.Option(help="With --until-decided: a consistent run holds the target in each of its last K epochs.")
+    ] = decide.LAST_K,
     gpu_memory: Annotated[
         float | None,
         typer.Option(
@@ -184,7 +202,7 @@ def run(
 
     config = SweepConfig(
         steps=tuple(steps),
-        seeds=seeds if seeds is not None else (2 if quick else 5),
+        seeds=_seeds(seeds, quick, until_decided),
         seed_start=seed_start,
         out=out,
         data_dir=data_dir,
@@ -202,6 +220,11 @@ def run(
         base_seed=base_seed,
         seeds_per_trial=seeds_per_trial,
         gpu_memory=gpu_memory,
+        until_decided=until_decided,
+        min_seeds=min_seeds,
+        max_seeds=max_seeds,
+        target=target,
+        last_k=last_k,
     )
     if dry_run:
         _print_plan(prepare(config))
@@ -214,12 +237,14 @@ def run(
         f"{len(summary.trained)} trained now ({summary.resumed} resumed) in {summary.seconds:.0f} s, "
         f"{len(summary.failed)} failed"
     )
+    for step, state in summary.states.items():
+        typer.echo(f"  {step}: {state}")
     for line in summary.failed:
         typer.echo(f"  failed: {line}", err=True)
-    if summary.unfinished:
+    if not summary.complete:
         again = shlex.join(["sweep", *sys.argv[1:]])
         typer.echo(
-            f"interrupted: {summary.unfinished} of {len(sweep.todo)} runs unfinished (finished runs are "
+            f"interrupted: {summary.unfinished} of {summary.asked} runs unfinished (finished runs are "
             f"saved); continue with: {again}",
             err=True,
         )
@@ -227,6 +252,12 @@ def run(
     if summary.failed:
         typer.echo("re-run the same command to retry the failed runs", err=True)
         raise typer.Exit(1)
+
+
+def _seeds(seeds: int | None, quick: bool, until_decided: bool) -> int:
+    if until_decided and seeds is not None:
+        raise BadInput("--seeds and --until-decided both say how many seeds to train; choose one")
+    return seeds if seeds is not None else (2 if quick else 5)
 
 
 def _precision(bf16: bool, tf32: bool) -> str:

@@ -42,7 +42,6 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
-import scipy.special
 
 TARGET = 99.40  # percent test accuracy: the report's default target
 LAST_K = 3  # epochs in the final window of a consistent run: the report's default
@@ -57,8 +56,10 @@ MAX_SEEDS = 34  # seeds per step at most (module doc)
 
 def _kept(p, k, n, confidence: float):
     """Whether the sequence keeps the rate `p` after `k` successes in `n` runs (elementwise, in log space)."""
-    log_likelihood = scipy.special.xlogy(k, p) + scipy.special.xlog1py(n - k, -p)
-    return log_likelihood > np.log(1 - confidence) + scipy.special.betaln(k + 1, n - k + 1)
+    from scipy.special import betaln, xlog1py, xlogy  # here, so that `sweep --help` (its defaults) stays fast
+
+    log_likelihood = xlogy(k, p) + xlog1py(n - k, -p)
+    return log_likelihood > np.log(1 - confidence) + betaln(k + 1, n - k + 1)
 
 
 def leaves_half(k, n, confidence: float = CONFIDENCE):

@@ -29,7 +29,8 @@ LOCK = ".sweep.lock"
 # the recipe hash (network, recipe, overrides, quick).
 COMPARABLE = ["recipe_hash", "quick", "precision", "vary", "base_seed"]
 DEFAULTS = {"vary": "all", "base_seed": 0}  # for files written before these columns existed
-EPOCH_DEFAULTS = {"engine": "single", "block_size": 1}  # for epoch files written before the block engine existed
+# for epoch files written before these columns existed
+EPOCH_DEFAULTS = {"engine": "single", "block_size": 1, "rule": "fixed"}
 # seed-0007.parquet, seed-0007.json; a --vary run adds its tag (:func:`tag`): seed-0007-vary-order-b0.parquet
 SEED_NAME = re.compile(r"seed-(\d+)(?:-(vary-[a-z+]+-b\d+))?\.(parquet|json)")
 
@@ -69,6 +70,13 @@ EPOCH_COLUMNS = [
     ),
     ("block_size", pa.int32(), "seeds trained together with this one in this epoch, itself included (1 for `single`)"),
     ("params", pa.int64(), "trainable parameters"),
+    (
+        "rule",
+        pa.string(),
+        "how the sweep that wrote this run chose its seeds: `fixed` (a number fixed in advance, `sweep run --seeds`) "
+        "or `until-decided` (`sweep run --until-decided`: seeds added while the step's verdict was undecided, judged "
+        "with a confidence sequence)",
+    ),
     ("run_id", pa.string(), "`<step>/seed=<S>/<recipe_hash>`, and `/<tag>` for a `--vary` run other than `all`"),
     ("sweep_id", pa.string(), "id of the `sweep run` invocation that finished the run"),
     (

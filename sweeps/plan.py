@@ -12,7 +12,7 @@ import torch
 
 from cnn import memory, zoo
 from cnn.train import PRECISIONS, Run, parse_vary
-from sweeps import BadSweep, layout, results
+from sweeps import BadSweep, decide, layout, results
 from sweeps.layout import RunKey
 from sweeps.protocol import check_safe
 
@@ -47,6 +47,11 @@ class SweepConfig:
     base_seed: int = 0  # the seed of the streams not varied
     seeds_per_trial: int | None = None  # seeds of one step per trial, trained as one network; None: per device
     gpu_memory: float | None = None  # GiB of each GPU; None: the local GPU's, if one is visible
+    until_decided: bool = False  # seeds per step chosen by sweeps.decide's rule, not fixed at `seeds`
+    min_seeds: int = decide.MIN_SEEDS  # with until_decided: seeds to start each step with
+    max_seeds: int = decide.MAX_SEEDS  # with until_decided: seeds per step at most
+    target: float = decide.TARGET  # with until_decided: the verdict's target accuracy, percent
+    last_k: int = decide.LAST_K  # with until_decided: the epochs a consistent run holds the target through
 
     @property
     def block_size(self) -> int:
@@ -86,6 +91,10 @@ class SweepConfig:
                 self.gpu_memory is None or self.gpu_memory > 0,
                 f"--gpu-memory must be positive (GiB), not {self.gpu_memory}",
             ),
+            (self.min_seeds >= 1, f"--min-seeds must be at least 1, not {self.min_seeds}"),
+            (self.max_seeds >= self.min_seeds, f"--max-seeds must be at least --min-seeds, not {self.max_seeds}"),
+            (0 < self.target <= 100, f"--target must be above 0 and at most 100 (percent), not {self.target:g}"),
+            (self.last_k >= 1, f"--last-k must be at least 1, not {self.last_k}"),
             (self.num_cpus is None or self.num_cpus >= 1, f"--num-cpus must be at least 1, not {self.num_cpus}"),
             (self.num_gpus is None or self.num_gpus >= 0, f"--num-gpus must not be negative, not {self.num_gpus}"),
             (self.max_failures >= 0, f"--max-failures must be 0 or more, not {self.max_failures}"),
@@ -110,7 +119,8 @@ class SweepConfig:
 
 
 def plan(config: SweepConfig) -> list[Run]:
-    """The runs a sweep asks for, in zoo order. Each step's network is built once, for all its seeds."""
+    """The runs a sweep asks for, in zoo order: ``seeds`` per step, or with ``until_decided`` every seed the rule may
+    start (``max_seeds``). Each step's network is built once, for all its seeds."""
     device, threads = ("cuda" if config.gpus_per_trial > 0 else "cpu"), max(1, int(config.cpus_per_trial))
     runs = []
     for step in zoo.select(list(config.steps)):
@@ -125,7 +135,14 @@ def plan(config: SweepConfig) -> list[Run]:
             vary=config.vary,
             base_seed=config.base_seed,
         )
-        runs += [dataclasses.replace(first, seed=s) for s in range(config.seed_start, config.seed_start + config.seeds)]
+        n = config.max_seeds if config.until_decided else config.seeds
+        too_long = config.until_decided and first.recipe.epochs < config.last_k
+        if too_long:
+            raise BadSweep(
+                f"--last-k {config.last_k} is longer than {step.name}'s {first.recipe.epochs} epoch(s): every run "
+                "would be too short to judge, and no number of seeds could decide it"
+            )
+        runs += [dataclasses.replace(first, seed=s) for s in range(config.seed_start, config.seed_start + n)]
     return runs
 
 
@@ -140,6 +157,7 @@ class Plan:
     resume: dict[RunKey, results.Resume]  # the runs asked for, not done, whose marker names a checkpoint
     sizes: dict[str, int]  # step -> seeds per trial (block_sizes)
     notes: list[str]  # why a step's blocks are smaller than asked
+    marked: frozenset[RunKey]  # the runs asked for, not done, that an earlier sweep started (they have a marker)
 
     @property
     def todo(self) -> list[Run]:
@@ -164,7 +182,8 @@ def prepare(config: SweepConfig) -> Plan:
         if "://" not in r.checkpoint:  # remote checkpoints are checked by the worker that loads them
             check_safe(Path(r.checkpoint))
     sizes, notes = block_sizes(config, runs)
-    return Plan(out, runs, folder, frozenset(done) & asked, resume, sizes, notes)
+    marked = frozenset(f.key for f in layout.markers(out)) & asked - set(done)
+    return Plan(out, runs, folder, frozenset(done) & asked, resume, sizes, notes, marked)
 
 
 def block_sizes(config: SweepConfig, runs: list[Run]) -> tuple[dict[str, int], list[str]]:
@@ -215,12 +234,23 @@ class Block:
     def params(self) -> int:
         return self.runs[0].params
 
+    @property
+    def config(self) -> dict:
+        """The trial's config: its name and its runs' keys, as plain lists (Tune copies configs)."""
+        return {"run": self.name, "keys": [list(layout.key(r)) for r in self.runs]}
 
-def form_blocks(sweep: Plan) -> list[Block]:
-    """The runs left to train, in blocks of up to their step's size (``sweep.sizes``): per step and ``--vary``
-    setting, the seeds that hold the same epoch (0, or their checkpoint's), in seed order."""
+    @classmethod
+    def of(cls, config: dict, runs: dict[RunKey, Run], resume: dict[RunKey, str]) -> Block:
+        """The block of a trial's config, from the sweep's runs and their checkpoints (as a worker rebuilds it)."""
+        keys = [RunKey(*k) for k in config["keys"]]
+        return cls(tuple(runs[k] for k in keys), {k.seed: resume[k] for k in keys if k in resume})
+
+
+def form_blocks(sweep: Plan, runs: list[Run] | None = None) -> list[Block]:
+    """The runs left to train (or ``runs``), in blocks of up to their step's size (``sweep.sizes``): per step and
+    ``--vary`` setting, the seeds that hold the same epoch (0, or their checkpoint's), in seed order."""
     groups: dict[tuple, list[Run]] = {}
-    for run in sweep.todo:
+    for run in sweep.todo if runs is None else runs:
         groups.setdefault((run.step, layout.key(run).tag, sweep.held(run)), []).append(run)
     blocks = [g[i : i + n] for g in groups.values() for n in [sweep.sizes[g[0].step]] for i in range(0, len(g), n)]
     return [

@@ -15,9 +15,8 @@ class Progress(tune.Callback):
     ``epochs`` (model-epochs) left to train (a resumed run counts only the epochs after its checkpoint). ``blocks``
     maps trial names to :class:`sweeps.runner.Block` s."""
 
-    def __init__(self, blocks: dict, epochs: int, stream):
-        self.blocks, self.epochs, self.stream = blocks, epochs, stream
-        self.total = sum(len(b.runs) for b in blocks.values())
+    def __init__(self, blocks: dict, total: int | None, epochs: int | None, stream):
+        self.blocks, self.total, self.epochs, self.stream = blocks, total, epochs, stream
         self.tty = stream.isatty()
         self.start, self.last = time.monotonic(), 0.0
         self.done, self.failed, self.epochs_done = 0, 0, 0
@@ -57,13 +56,20 @@ class Progress(tune.Callback):
         if self.tty:
             self.stream.write("\n")
 
+    def say(self, line: str) -> None:
+        """A line of its own, above the progress line (a step's verdict under --until-decided)."""
+        self.stream.write(
+            ("\r" + " " * (shutil.get_terminal_size().columns - 1) + "\r" if self.tty else "") + line + "\n"
+        )
+        self._show(force=True)
+
     def line(self) -> str:
         elapsed = time.monotonic() - self.start
         eta = "?"
-        if self.epochs_done:
+        if self.epochs_done and self.epochs:
             eta = duration(elapsed / self.epochs_done * max(0, self.epochs - self.epochs_done))
         flight = ", ".join(sorted(self.flight.values())) or "-"
-        done = f"{self.done}/{self.total} runs done, {self.failed} failed"
+        done = f"{self.done}/{self.total if self.total is not None else '?'} runs done, {self.failed} failed"
         return f"{done}, {duration(elapsed)} elapsed, ETA {eta} | running: {flight}"
 
     def _show(self, force: bool = False) -> None:

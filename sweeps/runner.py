@@ -38,9 +38,9 @@ from filelock import FileLock, Timeout
 from cnn import memory
 from cnn.data import MNIST, load_mnist
 from cnn.train import Run, train
-from sweeps import BadSweep, layout, results
+from sweeps import BadSweep, layout, results, suggest
 from sweeps.layout import LOCK, TUNE, RunKey
-from sweeps.plan import Block, Plan, SweepConfig, form_blocks, prepare
+from sweeps.plan import Block, Plan, SweepConfig, prepare
 from sweeps.protocol import BlockState, Report, Trained, Worker, legacy_records
 
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our Parquet rows are the log
@@ -60,6 +60,9 @@ class SweepSummary:
     trained: list[RunKey] = field(default_factory=list)  # the runs finished now
     failed: list[str] = field(default_factory=list)  # "name: one-line error"
     seconds: float = 0.0
+    asked: int = 0  # runs the sweep set out to train (with --until-decided: those the rule started)
+    complete: bool = True  # False: interrupted before it trained all it would
+    states: dict[str, str] = field(default_factory=dict)  # with --until-decided: each step's state in words
 
     @property
     def resumed(self) -> int:
@@ -67,8 +70,8 @@ class SweepSummary:
 
     @property
     def unfinished(self) -> int:
-        """Runs neither finished nor failed: the sweep was interrupted."""
-        return len(self.plan.todo) - len(self.trained) - len(self.failed)
+        """Runs started or planned, neither finished nor failed: the sweep was interrupted."""
+        return self.asked - len(self.trained) - len(self.failed)
 
 
 def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stream=None) -> SweepSummary:
@@ -95,29 +98,42 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
         with cluster.ray_session(config.address, config.num_cpus, config.num_gpus):
             cluster.check_nodes(config.cpus_per_trial, config.gpus_per_trial)
             results.write_steps(out, sweep.runs, sweep.folder)
-            blocks = {b.name: b for b in form_blocks(sweep)}
-            epochs = sum(r.recipe.epochs - sweep.held(r) for r in todo)
-            print(
-                f"{len(todo)} runs to train ({len(sweep.resume)} resume from a checkpoint), {epochs} model-epochs, "
-                f"in {len(blocks)} trials of up to {max(sweep.sizes.values())} seeds; workers start and import torch",
-                file=stream,
-                flush=True,
-            )
-            for note in sweep.notes:
-                print(note, file=stream, flush=True)
+            for line in [_what(sweep, config), *sweep.notes]:
+                print(line, file=stream, flush=True)
             start = time.monotonic()
             earlier = {key: _earlier(key, r) for key, r in sweep.resume.items()}
-            writer = ResultsWriter(out, blocks, earlier, sweep_id=summary.sweep_id, **cluster.versions())
-            progress = Progress(blocks, epochs, stream)
+            blocks: dict[str, Block] = {}  # every trial's block, as the searcher starts them
+            epochs = None if config.until_decided else sum(r.recipe.epochs - sweep.held(r) for r in todo)
+            progress = Progress(blocks, None if config.until_decided else len(todo), epochs, stream)
+            trials = suggest.searcher(sweep, config, blocks, earlier, progress.say)
+            rule = {"rule": "until-decided" if config.until_decided else "fixed"}
+            writer = ResultsWriter(out, blocks, earlier, sweep_id=summary.sweep_id, **rule, **cluster.versions())
             try:
-                _tuner(config, sweep, summary.sweep_id, blocks, data, [writer, progress, *callbacks]).fit()
+                _tuner(config, sweep, summary.sweep_id, trials, data, [writer, progress, *callbacks]).fit()
             except KeyboardInterrupt:  # a second Ctrl-C; Tune's handler took the first and stopped the trials
                 pass
             summary.seconds = time.monotonic() - start
-            summary.trained, summary.failed = writer.written, writer.failed
+            summary.trained, summary.failed, summary.asked = writer.written, writer.failed, trials.asked()
+            summary.complete = trials.finished and not summary.unfinished
+            summary.states = getattr(trials, "states", {})
     finally:
         lock.release()
     return summary
+
+
+def _what(sweep: Plan, config: SweepConfig) -> str:
+    todo = sweep.todo
+    if config.until_decided:
+        steps = len({r.step for r in sweep.runs})
+        return (
+            f"until decided: {steps} steps, {config.min_seeds} to {config.max_seeds} seeds each ({len(sweep.done)} "
+            f"runs already here, {len(sweep.marked)} to finish); workers start and import torch"
+        )
+    epochs = sum(r.recipe.epochs - sweep.held(r) for r in todo)
+    return (
+        f"{len(todo)} runs to train ({len(sweep.resume)} resume from a checkpoint), {epochs} model-epochs, in "
+        f"trials of up to {max(sweep.sizes.values())} seeds; workers start and import torch"
+    )
 
 
 def _earlier(key: RunKey, resume: results.Resume) -> list[Trained]:
@@ -128,13 +144,16 @@ def _earlier(key: RunKey, resume: results.Resume) -> list[Trained]:
         return legacy_records(Path(d), key.seed)
 
 
-def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, blocks: dict[str, Block], data: MNIST, callbacks):
-    """One trial per block, the largest networks first, named by the block's name (config ``run``)."""
-    trainable = tune.with_parameters(train_trial, data=data, blocks=blocks, gpu_share=config.gpus_per_trial)
+def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, trials, data: MNIST, callbacks):
+    """The trials the searcher suggests (sweeps.suggest), each named by its block."""
+    runs = {layout.key(r): r for r in sweep.todo}
+    resume = {key: r.checkpoint for key, r in sweep.resume.items()}
+    trainable = tune.with_parameters(train_trial, data=data, runs=runs, resume=resume, gpu_share=config.gpus_per_trial)
     return tune.Tuner(
         tune.with_resources(trainable, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}),
-        param_space={"run": tune.grid_search(sorted(blocks, key=lambda name: -blocks[name].params))},
-        tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=lambda t: t.config["run"]),
+        tune_config=tune.TuneConfig(
+            search_alg=trials, num_samples=-1, reuse_actors=True, trial_dirname_creator=lambda t: t.config["run"]
+        ),
         run_config=tune.RunConfig(
             name=sweep_id,
             storage_path=config.storage or str(sweep.out / TUNE),
@@ -149,10 +168,10 @@ def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, blocks: dict[str, Bl
 # --- the trainable (runs in a Ray worker) ---------------------------------------------------------------------------
 
 
-def train_trial(config: dict[str, Any], data: MNIST, blocks: dict[str, Block], gpu_share: float) -> None:
+def train_trial(config: dict[str, Any], data: MNIST, runs: dict, resume: dict, gpu_share: float) -> None:
     """Train one block from where Tune's checkpoint of it (a retried trial) or its seeds' markers (a re-run sweep)
     left it, reporting every epoch with the block's checkpoint."""
-    block = blocks[config["run"]]
+    block = Block.of(config, runs, resume)
     epochs, worker = block.recipe.epochs, Worker.here(block.runs[0].device)
     state = _restore(block, data)
     live = [r for r in block.runs if r.seed not in state.failed]

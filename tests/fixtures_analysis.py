@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from sweeps.layout import (
     EPOCH_SCHEMA,
@@ -46,7 +45,7 @@ def write_run(
     base_seed: int = 0,
     engine: str | list[str] = "single",
     correct=None,
-    rule: str | None = None,
+    rule: str | None = "fixed",
 ) -> None:
     """One finished run: its epoch rows (test accuracies `accs`, percent, multiples of 0.01) and, when `correct`
     (bool per test image) is given, its predictions row. `engine`: one for every epoch, or one per epoch. `rule`:
@@ -95,11 +94,8 @@ def write_run(
         }
         for epoch, correct_count in enumerate(np.round(np.asarray(accs) * 100).astype(int).tolist(), start=1)
     ]
-    schema = EPOCH_SCHEMA
-    if rule is not None:
-        rows = [row | {"rule": rule} for row in rows]
-        schema = schema if "rule" in schema.names else schema.append(pa.field("rule", pa.string()))
-    write_table(run_file(out, EPOCHS, step, seed, tag), rows, schema)
+    schema = EPOCH_SCHEMA if rule else EPOCH_SCHEMA.remove(EPOCH_SCHEMA.get_field_index("rule"))
+    write_table(run_file(out, EPOCHS, step, seed, tag), [row | {"rule": rule} for row in rows], schema)
     if correct is not None:
         correct = np.asarray(correct, dtype=bool)
         pred = {

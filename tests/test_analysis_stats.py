@@ -365,7 +365,7 @@ def test_rule_picks_the_interval_and_the_verdict(tmp_path, two_steps):
     good = [99.5, 99.5, 99.5]  # consistent
     out = tmp_path / "rules"
     for seed in range(8):
-        write_run(out, "old", seed, good)  # no rule column, as before it existed
+        write_run(out, "old", seed, good, rule=None)  # no rule column, as before it existed
         write_run(out, "fixed", seed, good, rule=FIXED)
         write_run(out, "adaptive", seed, good, rule=UNTIL_DECIDED)
         write_run(out, "extended", seed, good, rule=FIXED if seed < 5 else UNTIL_DECIDED)
