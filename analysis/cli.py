@@ -89,7 +89,8 @@ def report(
     except OSError as e:
         raise ReportError(f"cannot write the report: {e}") from None
     typer.echo(verdict_text(results, summary))
-    typer.echo(f"\nreport: {paths.html}\ntables: {paths.steps_csv}, {paths.runs_csv}, {paths.progression_csv}")
+    tables = ", ".join(p.name for p in (paths.steps_csv, paths.runs_csv, paths.progression_csv))
+    typer.echo(f"\nreport: {paths.html}\ntables beside it: {tables}")
 
 
 app.command("report")(report)
