@@ -82,8 +82,8 @@ def _rows(steps: pd.DataFrame) -> tuple[list[str], np.ndarray]:
 def _headings(ax, labels: list[str]) -> None:
     """Style the submission headings among the y tick labels (`_rows`), with a thin rule above each but the first."""
     ax.set_yticks(range(len(labels)), labels)
-    for y, tick in enumerate(ax.get_yticklabels()):
-        if tick.get_text().startswith("submission "):
+    for y, (label, tick) in enumerate(zip(labels, ax.get_yticklabels())):
+        if label.startswith("submission "):
             tick.set(fontweight="bold", color="0.35", fontsize=8)
             if y > 0:
                 ax.axhline(y - 0.5, color="0.3", lw=0.8)

@@ -318,15 +318,16 @@ def _assumptions_html(steps: pd.DataFrame) -> list[str]:
     out = ["<h3>Assumptions: recipe values the seed files do not state</h3>"]
     if shared:
         out.append(f"<p>Every step assumes:</p>{_list(shared)}")
+    also, more = ("also ", "more ") if shared else ("", "")
     out += [
-        f'<details class="assumed"><summary><b>{html.escape(group)}</b> also assumes '
-        f"{html.escape(words.plural(len(each), 'more value'))}</summary>{_list(each)}</details>"
+        f'<details class="assumed"><summary><b>{html.escape(group)}</b> {also}assumes '
+        f"{html.escape(words.plural(len(each), more + 'value'))}</summary>{_list(each)}</details>"
         for group, each in own.items()
         if each
     ]
     bare = [group for group, each in own.items() if not each]
     if bare:
-        out.append(f"<p>{'Nothing more' if shared else 'Nothing'}: {html.escape(', '.join(bare))}.</p>")
+        out.append(f"<p>{'Nothing more' if shared else 'No assumptions'}: {html.escape(', '.join(bare))}.</p>")
     return out
 
 
