@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from analysis.stats import Options, Summary, binomial_se, prob_at_least  # noqa: E402
-from analysis.words import in_window  # noqa: E402
+from analysis.words import in_window, window  # noqa: E402
 
 VERDICT_COLORS = {
     "CONSISTENT": "#1a9850",
@@ -77,6 +77,12 @@ def _rows(steps: pd.DataFrame) -> tuple[list[str], np.ndarray]:
         at.append(len(labels))
         labels.append(group)
     return labels, np.array(at)
+
+
+def _row_notes(ax, at, notes, colors=None, **style) -> None:
+    """A note in the right margin on each step's row (`at`, from `_rows`)."""
+    for y, note, color in zip(at, notes, colors if colors is not None else ["0.15"] * len(at)):
+        ax.annotate(note, (1.02, y), xycoords=("axes fraction", "data"), va="center", fontsize=8, color=color, **style)
 
 
 def _headings(ax, labels: list[str]) -> None:
@@ -203,16 +209,8 @@ def rates(steps: pd.DataFrame, options: Options = Options()) -> Figure:
             label=f"{name} rate, {options.confidence:.0%} Clopper-Pearson interval",
         )
     ax.axvline(0.5, color="0.2", lw=1, ls=":")
-    for i, row in zip(y, steps.itertuples()):
-        ax.annotate(
-            f"{row.verdict}  (n={row.n_seeds})",
-            (1.02, i),
-            xycoords=("axes fraction", "data"),
-            va="center",
-            fontsize=8,
-            color=VERDICT_COLORS[row.verdict],
-            fontweight="bold",
-        )
+    notes = [f"{row.verdict}  (n={row.n_seeds})" for row in steps.itertuples()]
+    _row_notes(ax, y, notes, steps["verdict"].map(VERDICT_COLORS), fontweight="bold")
     ax.set(
         xlim=(-0.02, 1.02),
         xlabel=f"share of seeds (hit: ≥ {options.target:.2f} % at some epoch; "
@@ -318,7 +316,7 @@ def luck(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) 
         )
         sns.stripplot(gaps, **common, x="luck_gap", ax=gap)
         gap.set(
-            xlabel=f"luck gap: best − mean of last {options.last_k} epochs (pp)",
+            xlabel=f"luck gap: best − mean of {window(options.last_k)} (pp)",
             ylabel="",
             title="How far the best epoch sits above the end of the run",
         )
@@ -326,14 +324,7 @@ def luck(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) 
         first = axes["first"]
         sns.stripplot(runs, **common, x="first_epoch_at_target", ax=first)
         first.scatter(steps["budget"], at, marker="|", s=300, color=TARGET_COLOR)
-        for i, row in zip(at, steps.itertuples()):
-            first.annotate(
-                f"never: {row.n_seeds - row.n_hit}/{row.n_seeds}",
-                (1.02, i),
-                xycoords=("axes fraction", "data"),
-                va="center",
-                fontsize=8,
-            )
+        _row_notes(first, at, [f"never: {r.n_seeds - r.n_hit}/{r.n_seeds}" for r in steps.itertuples()])
         first.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         first.set(
             xlabel="epoch",
@@ -374,16 +365,11 @@ def spread(steps: pd.DataFrame, options: Options = Options()) -> Figure | None:
     cut = (hi > right).to_numpy()
     ax.scatter(np.full(cut.sum(), right), y[cut], marker=">", color="0.15", clip_on=False, zorder=3)
     ax.scatter(steps["var_observed"], y, marker="|", s=250, color="black", zorder=4, label="observed variance")
-    for i, row in zip(y, steps.itertuples()):
-        share = f", test set {row.test_share:.0%}" if pd.notna(row.test_share) else ""
-        ax.annotate(
-            f"{row.spread}{share}",
-            (1.01, i),
-            xycoords=("axes fraction", "data"),
-            va="center",
-            fontsize=8,
-            color=MODEL_COLOR if row.spread == "models differ" else "0.25",
-        )
+    notes = [
+        f"{r.spread}" + (f", test set {r.test_share:.0%}" if pd.notna(r.test_share) else "") for r in steps.itertuples()
+    ]
+    colors = [MODEL_COLOR if spread == "models differ" else "0.25" for spread in steps["spread"]]
+    _row_notes(ax, y, notes, colors)
     ax.set(
         xlim=(0, right),
         xlabel="variance of final accuracy across seeds (pp²)",

@@ -137,7 +137,7 @@ def _verdict_table(steps: pd.DataFrame) -> pd.DataFrame:
     def rate(k, n, lo, hi):
         return f"{k}/{n} ({lo:.2f}{DASH}{hi:.2f})" if n else DASH
 
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "step": steps["group"],
             "verdict": [f'<span class="verdict {_css(v)}">{html.escape(v)}</span>' for v in steps["verdict"]],
@@ -162,6 +162,7 @@ def _verdict_table(steps: pd.DataFrame) -> pd.DataFrame:
             ],
         }
     )
+    return table.drop(columns="luck gap (pp)") if steps["luck_gap_median"].isna().all() else table  # one-epoch runs
 
 
 def _submission_html(sub: str, steps: pd.DataFrame, progression: pd.DataFrame, o: Options) -> str:

@@ -8,6 +8,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
@@ -335,6 +336,7 @@ def test_figures_and_words_adapt_to_one_epoch_runs(tmp_path):
     assert made["trajectories"] is None and made["luck"] is None  # one point a run, and no gap
     legend = [t.get_text() for t in made["distributions"].axes[0].get_legend().get_texts()]
     assert "final epoch" in legend and "best epoch" not in legend and not any("worst" in t for t in legend)
+    plt.close("all")
     page = render_html(results, summary, {name: None if fig is None else "" for name, fig in made.items()})
     assert "No trajectories per epoch: every run counts one epoch." in page
     assert "within 1 epoch (median best epoch" in page
@@ -345,7 +347,9 @@ def test_figures_and_words_adapt_to_one_epoch_runs(tmp_path):
 def test_rates_figure_keeps_the_submission_labels_off_the_markers(tmp_path):
     write_demo(tmp_path, sizes=(3, 2), seeds=3)
     summary = summarize(load_results(tmp_path), Options(n_bootstrap=200))
-    ax = figures.rates(summary.steps, summary.options).axes[0]
+    fig = figures.rates(summary.steps, summary.options)
+    ax = fig.axes[0]
+    plt.close(fig)
     ticks = [t.get_text() for t in ax.get_yticklabels()]
     assert ticks == ["submission 000", "s001-model1", "s002-model2", "s003-model3"] + [
         "submission 001",
