@@ -194,7 +194,7 @@ def _sources_html(table: pd.DataFrame) -> list[str]:
             ],
             "test-set floor (pp²)": table["var_test"].map(lambda v: num(v, ".4f")),
             "genuine (pp²)": [
-                f"{num(v, '.4f')} ({num(lo, '.4f')}–{num(hi, '.4f')})"
+                f"{num(v, '.4f')} ({num(lo, '.4f')}–{num(hi, '.4f') if pd.notna(hi) else 'no upper end'})"
                 for v, lo, hi in zip(table["var_model"], table["var_model_lo"], table["var_model_hi"])
             ],
         }

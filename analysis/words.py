@@ -485,9 +485,8 @@ def quick_sweep(steps: pd.DataFrame, out, o: Options) -> str:
         f"A quick sweep: every run trained {plural(steps['run_epochs'].max(), 'epoch')} on a tenth of the training "
         "images. It tells that each step trains, how far it gets that fast, how much its seeds scatter and whether "
         f"it keeps the parameter budget. It cannot tell whether a step reaches {o.target:.2f} % consistently, nor "
-        "check the seed files' claims: that takes the full recipes. For the answer, train them "
-        f"({'5 seeds a step' if which != 'all' else 'every step, 5 seeds each'}; `--dry-run` first says how much): "
-        f"`sweep run {which} --out {full} && sweep report --out {full}`"
+        "check the seed files' claims: that takes the full recipes. For the answer, train them (`--dry-run` first "
+        f"says how much): `sweep run {which} --out {full} && sweep report --out {full}`"
     )
 
 
