@@ -55,7 +55,8 @@ def verdict_text(results: Results, summary: Summary) -> str:
     widths = [max(len(c), table[c].str.len().max()) for c in table]
     rows = [table.columns.tolist(), *table.itertuples(index=False)]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
-    paragraphs = [terminal_legend(summary.options), *(f"Note: {n}" for n in notices(results, summary))]
+    legend = terminal_legend(summary.options, undecided=(summary.steps["verdict"] == "UNDECIDED").any())
+    paragraphs = [legend, *(f"Note: {n}" for n in notices(results, summary))]
     return "\n".join(lines) + "\n\n" + "\n\n".join(map(_wrap, paragraphs))
 
 

@@ -501,15 +501,14 @@ def verdict_legend(o: Options) -> str:
     )
 
 
-def terminal_legend(o: Options) -> str:
-    """Under the terminal's verdict table."""
+def terminal_legend(o: Options, undecided: bool) -> str:
+    """Under the terminal's verdict table; `undecided`: it has the decide column."""
+    decide = f"; decide: chance that {'/'.join(map(str, MORE_SEEDS))} more seeds decide an UNDECIDED step"
     return (
         f"hit / consistent: seeds at {o.target:.2f} % at some epoch / {in_window(o.last_k)} (of the runs that "
-        "long); final: median final test accuracy (%); spread: the "
-        "test set's share of the seed-to-seed spread; budgets: params < "
-        f"{o.max_params:,} and epochs <= {o.max_epochs}; decide: chance that "
-        + "/".join(map(str, MORE_SEEDS))
-        + " more seeds decide an UNDECIDED step. Intervals and the reasons are in the HTML report."
+        "long); final: median final test accuracy (%); spread: the test set's share of the seed-to-seed spread; "
+        f"budgets: params < {o.max_params:,} and epochs <= {o.max_epochs}{decide if undecided else ''}. Intervals "
+        "and the reasons are in the HTML report."
     )
 
 
