@@ -1,4 +1,6 @@
-"""`sweep report`: the command; the work is in `analysis.load`, `analysis.stats` and `analysis.report`.
+"""The `sweep` command: `sweeps.cli`'s app (run, steps, status) with `report` added here, the top layer, so that no
+module imports a layer above its own (cnn < sweeps < analysis). The report's work is in `analysis.load`,
+`analysis.stats`, `analysis.report` and `analysis.terminal`.
 
 Importing this module is cheap (typer only), so that `sweep --help` stays fast; pandas and matplotlib load when the
 command runs.
@@ -12,6 +14,7 @@ from typing import Annotated
 import typer
 
 from analysis import ReportError
+from sweeps.cli import app
 
 
 def report(
@@ -24,8 +27,14 @@ def report(
     ] = None,
     target: Annotated[float, typer.Option(help="Target test accuracy, percent.")] = 99.40,
     last_k: Annotated[
-        int, typer.Option(help="A consistent run stays at or above the target in each of its last K epochs.")
-    ] = 3,
+        int | None,
+        typer.Option(
+            help="A consistent run stays at or above the target in each of its last K epochs. Where every run is "
+            "shorter than 3 epochs (a quick sweep's count 1), K is the longest run's count unless set; a K set "
+            "longer than every run is refused.",
+            show_default="3, or the longest run's epochs",
+        ),
+    ] = None,
     epoch_budget: Annotated[
         int | None, typer.Option(help="Epochs that count, for every step.", show_default="each step's recipe epochs")
     ] = None,
@@ -43,13 +52,15 @@ def report(
         ),
     ] = None,
     json_: Annotated[
-        bool, typer.Option("--json", help="Print the per-step summary as JSON instead of the table.")
+        bool,
+        typer.Option("--json", help="Only print the per-step summary as JSON, for scripts: no report is written."),
     ] = False,
 ) -> None:
     """Tell lucky from consistent: write the HTML report of a results folder and print its verdict table."""
     from analysis.load import load_results
-    from analysis.report import verdict_text, write_report
+    from analysis.report import write_report
     from analysis.stats import Options, summarize
+    from analysis.terminal import verdict_text
 
     options = Options(
         target=target,
@@ -70,12 +81,21 @@ def report(
             err=True,
         )
     summary = summarize(results, options)
+    if json_:
+        typer.echo(summary.steps.to_json(orient="records", indent=1, default_handler=str))
+        return
     try:
         paths = write_report(results, summary, html or out / "report.html")
     except OSError as e:
         raise ReportError(f"cannot write the report: {e}") from None
-    if json_:
-        typer.echo(summary.steps.to_json(orient="records", indent=1, default_handler=str))
-        return
-    typer.echo(verdict_text(paths.summary))
-    typer.echo(f"\nreport: {paths.html}\ntables: {paths.steps_csv}, {paths.runs_csv}, {paths.progression_csv}")
+    typer.echo(verdict_text(results, summary))
+    tables = ", ".join(p.name for p in (paths.steps_csv, paths.runs_csv, paths.progression_csv))
+    typer.echo(f"\nreport: {paths.html}\ntables beside it: {tables}")
+
+
+app.command("report")(report)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from analysis.stats import Options, Summary, binomial_se, prob_at_least  # noqa: E402
+from analysis.words import in_window, window  # noqa: E402
 
 VERDICT_COLORS = {
     "CONSISTENT": "#1a9850",
@@ -65,44 +66,62 @@ def _target_handles(options: Options) -> list:
     ]
 
 
-def _submission_rules(ax, steps: pd.DataFrame) -> None:
-    """Thin lines between submissions on a categorical y axis, with the submission's name at the left."""
-    for sub, rows in steps.reset_index(drop=True).groupby("submission", sort=False):
-        if rows.index[0] > 0:
-            ax.axhline(rows.index[0] - 0.5, color="0.3", lw=0.8)
-        ax.annotate(
-            f"submission {sub}",
-            (0, rows.index[0] - 0.5),
-            xycoords=("axes fraction", "data"),
-            xytext=(3, -2),
-            textcoords="offset points",
-            va="top",
-            fontsize=7,
-            color="0.35",
-        )
+def _rows(steps: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """The y axis of a figure with a row per step: each submission's heading on a row of its own, then its steps,
+    so that no label sits on the data. Returns the labels, top to bottom, and each step's row (as `steps`)."""
+    labels, at, last = [], [], None
+    for sub, group in zip(steps["submission"], steps["group"]):
+        if sub != last or not labels:
+            labels.append(f"submission {sub}")
+            last = sub
+        at.append(len(labels))
+        labels.append(group)
+    return labels, np.array(at)
+
+
+def _row_notes(ax, at, notes, colors=None, **style) -> None:
+    """A note in the right margin on each step's row (`at`, from `_rows`)."""
+    for y, note, color in zip(at, notes, colors if colors is not None else ["0.15"] * len(at)):
+        ax.annotate(note, (1.02, y), xycoords=("axes fraction", "data"), va="center", fontsize=8, color=color, **style)
+
+
+def _headings(ax, labels: list[str]) -> None:
+    """Style the submission headings among the y tick labels (`_rows`), with a thin rule above each but the first."""
+    ax.set_yticks(range(len(labels)), labels)
+    for y, (label, tick) in enumerate(zip(labels, ax.get_yticklabels())):
+        if label.startswith("submission "):
+            tick.set(fontweight="bold", color="0.35", fontsize=8)
+            if y > 0:
+                ax.axhline(y - 0.5, color="0.3", lw=0.8)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
 
 
 @_styled
 def distributions(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) -> Figure:
     """Per step, the seeds' best, final and worst-of-last-K accuracy: points over boxes, with the seed file's claims."""
-    order = steps["group"].tolist()
-    long = runs.melt(id_vars="group", value_vars=list(METRICS), var_name="metric", value_name="acc")
+    order, at = _rows(steps)
+    metrics = [  # one-epoch runs: the best epoch and a last-K window of one are the final epoch
+        m for m in METRICS if m == "final_acc" or (runs[m].notna().any() and not runs[m].equals(runs["final_acc"]))
+    ]
+    long = runs.melt(id_vars="group", value_vars=metrics, var_name="metric", value_name="acc").dropna()
     long["metric"] = long["metric"].map(METRICS).str.replace("K", str(options.last_k))
-    fig, ax = plt.subplots(figsize=(10, 1.6 + ROW_INCH * 3 * len(order)))
-    common = {"data": long, "x": "acc", "y": "group", "hue": "metric", "order": order, "ax": ax, "palette": "deep"}
+    fig, ax = plt.subplots(figsize=(10, 1.6 + ROW_INCH * len(metrics) * len(order)))
+    palette = dict(zip([METRICS[m].replace("K", str(options.last_k)) for m in METRICS], sns.color_palette("deep")))
+    common = {"data": long, "x": "acc", "y": "group", "hue": "metric", "order": order, "ax": ax, "palette": palette}
     sns.boxplot(**common, fill=False, showfliers=False, whis=(0, 100), linewidth=0.9, legend=False)
     sns.stripplot(**common, dodge=True, size=3.5, alpha=0.75, jitter=0.12)
     _target(ax, options, "x")
-    _submission_rules(ax, steps)
-    width = 0.8 / 3  # seaborn dodges the three metrics over 0.8 of a category: best above, final in the middle
+    _headings(ax, order)
+    width = 0.8 / len(metrics)  # seaborn dodges the metrics over 0.8 of a row, in METRICS order from the top
     handles = ax.get_legend_handles_labels()[0]
-    for name, label, marker, offset in (
-        ("claim_best", "seed file's claimed best", "*", -width),
-        ("claim_final", "seed file's logged final", "X", 0.0),
+    for name, label, marker, metric in (
+        ("claim_best", "seed file's claimed best", "*", "best_acc"),
+        ("claim_final", "seed file's logged final", "X", "final_acc"),
     ):
         claimed = steps[name].notna()
         if claimed.any():
-            ax.scatter(steps.loc[claimed, name], np.flatnonzero(claimed) + offset, **(CLAIM | {"marker": marker}))
+            offset = (metrics.index(metric) - (len(metrics) - 1) / 2) * width if metric in metrics else 0.0
+            ax.scatter(steps.loc[claimed, name], at[claimed.to_numpy()] + offset, **(CLAIM | {"marker": marker}))
             handles.append(Line2D([], [], ls="", label=label, **_marker(marker)))
     ax.legend(handles=handles + _target_handles(options), loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     ax.set(xlabel="test accuracy (%)", ylabel="", title="Accuracy across seeds, per step")
@@ -115,9 +134,13 @@ def _marker(marker: str) -> dict:
 
 
 @_styled
-def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) -> Figure:
+def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) -> Figure | None:
     """Test accuracy per epoch, per step: the seeds' median and 10-90 % band, and the seed file's own logged run
-    (for full runs of the unchanged recipe only)."""
+    (for full runs of the unchanged recipe only). Steps whose runs count one epoch have no trajectory; None where
+    no step has one."""
+    steps = steps[steps["budget"] >= 2]
+    if steps.empty:
+        return None
     e = epochs.merge(steps[["group", "budget"]], on="group")
     e = e[e["epoch"] <= e["budget"]]
     late = e[e["epoch"] >= e["budget"] / 2].groupby(["group", "epoch"])["test_acc"]
@@ -171,8 +194,8 @@ def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = O
 @_styled
 def rates(steps: pd.DataFrame, options: Options = Options()) -> Figure:
     """Hit rate and consistent rate per step, with their Clopper-Pearson intervals against the verdict line at 0.5."""
-    fig, ax = plt.subplots(figsize=(10, 1.4 + ROW_INCH * 2 * len(steps)))
-    y = np.arange(len(steps))
+    labels, y = _rows(steps)
+    fig, ax = plt.subplots(figsize=(10, 1.4 + ROW_INCH * 2 * len(labels)))
     for name, offset, color in (("hit", -0.17, "#92c5de"), ("consistent", 0.17, "#2166ac")):
         rate = steps[f"{name}_rate"]
         err = np.clip([rate - steps[f"{name}_lo"], steps[f"{name}_hi"] - rate], 0, None)  # float noise below 0
@@ -186,27 +209,16 @@ def rates(steps: pd.DataFrame, options: Options = Options()) -> Figure:
             label=f"{name} rate, {options.confidence:.0%} Clopper-Pearson interval",
         )
     ax.axvline(0.5, color="0.2", lw=1, ls=":")
-    for i, row in enumerate(steps.itertuples()):
-        ax.annotate(
-            f"{row.verdict}  (n={row.n_seeds})",
-            (1.02, i),
-            xycoords=("axes fraction", "data"),
-            va="center",
-            fontsize=8,
-            color=VERDICT_COLORS[row.verdict],
-            fontweight="bold",
-        )
+    notes = [f"{row.verdict}  (n={row.n_seeds})" for row in steps.itertuples()]
+    _row_notes(ax, y, notes, steps["verdict"].map(VERDICT_COLORS), fontweight="bold")
     ax.set(
-        yticks=y,
-        yticklabels=steps["group"],
         xlim=(-0.02, 1.02),
-        ylim=(len(steps) - 0.5, -0.5),
         xlabel=f"share of seeds (hit: ≥ {options.target:.2f} % at some epoch; "
-        f"consistent: in each of the last {options.last_k}, of the runs that long)",
+        f"consistent: {in_window(options.last_k)}, of the runs that long)",
         title="Hit rate vs consistent rate (verdict from the consistent rate's interval against 0.5)",
     )
-    _submission_rules(ax, steps)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.04 + 0.3 / len(steps)), ncol=2, frameon=False)
+    _headings(ax, labels)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.04 + 0.3 / len(labels)), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -271,52 +283,77 @@ def ladder(runs: pd.DataFrame, steps: pd.DataFrame, progression: pd.DataFrame, o
 
 
 @_styled
-def luck(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) -> Figure:
-    """Per step, the luck gap (best - mean of last K) and the first epoch at the target, one point per seed."""
-    order = steps["group"].tolist()
-    fig, (gap, first) = plt.subplots(1, 2, sharey=True, figsize=(10, 1.4 + ROW_INCH * 1.6 * len(order)))
-    common = {"data": runs, "y": "group", "order": order, "color": "#4d4d4d", "size": 4, "jitter": 0.15}
-    sns.boxplot(
-        runs, x="luck_gap", y="group", order=order, ax=gap, color="#d9d9d9", showfliers=False, whis=(0, 100), width=0.5
+def luck(runs: pd.DataFrame, steps: pd.DataFrame, options: Options = Options()) -> Figure | None:
+    """Per step, the luck gap (best - mean of last K) and the first epoch at the target, one point per seed. A panel
+    with nothing to show is left out: the gap where no run counts two epochs, the first epoch where no seed reaches
+    the target; None where neither has anything."""
+    gaps = runs[runs["luck_gap"].notna()]
+    panels = [panel for panel, shown in (("gap", len(gaps)), ("first", runs["hit"].any())) if shown]
+    if not panels:
+        return None
+    order, at = _rows(steps)
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        sharey=True,
+        squeeze=False,
+        figsize=(5 * len(panels), 1.4 + ROW_INCH * 1.6 * len(order)),
     )
-    sns.stripplot(**common, x="luck_gap", ax=gap)
-    sns.stripplot(**common, x="first_epoch_at_target", ax=first)
-    first.scatter(steps["budget"], np.arange(len(order)), marker="|", s=300, color=TARGET_COLOR)
-    for i, row in enumerate(steps.itertuples()):
-        first.annotate(
-            f"never: {row.n_seeds - row.n_hit}/{row.n_seeds}",
-            (1.02, i),
-            xycoords=("axes fraction", "data"),
-            va="center",
-            fontsize=8,
+    axes = dict(zip(panels, axes[0]))
+    common = {"y": "group", "order": order, "color": "#4d4d4d", "size": 4, "jitter": 0.15}
+    if "gap" in axes:
+        gap = axes["gap"]
+        sns.boxplot(
+            gaps,
+            x="luck_gap",
+            y="group",
+            order=order,
+            ax=gap,
+            color="#d9d9d9",
+            showfliers=False,
+            whis=(0, 100),
+            width=0.5,
         )
-    gap.set(
-        xlabel=f"luck gap: best − mean of last {options.last_k} epochs (pp)",
-        ylabel="",
-        title="How far the best epoch sits above the end of the run",
-    )
-    first.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    first.set(
-        xlabel="epoch",
-        xlim=(0, steps["budget"].max() + 1),
-        title=f"First epoch at ≥ {options.target:.2f} % (orange bar: epoch budget)",
-    )
-    _submission_rules(gap, steps)
+        sns.stripplot(gaps, **common, x="luck_gap", ax=gap)
+        gap.set(
+            xlabel=f"luck gap: best − mean of {window(options.last_k)} (pp)",
+            ylabel="",
+            title="How far the best epoch sits above the end of the run",
+        )
+    if "first" in axes:
+        first = axes["first"]
+        sns.stripplot(runs, **common, x="first_epoch_at_target", ax=first)
+        first.scatter(steps["budget"], at, marker="|", s=300, color=TARGET_COLOR)
+        _row_notes(first, at, [f"never: {r.n_seeds - r.n_hit}/{r.n_seeds}" for r in steps.itertuples()])
+        first.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        first.set(
+            xlabel="epoch",
+            ylabel="",
+            xlim=(0, steps["budget"].max() + 1),
+            title=f"First epoch at ≥ {options.target:.2f} % (orange bar: epoch budget)",
+        )
+    for ax in axes.values():
+        _headings(ax, order)
     fig.tight_layout()
     return fig
 
 
 @_styled
-def spread(steps: pd.DataFrame, options: Options = Options()) -> Figure:
+def spread(steps: pd.DataFrame, options: Options = Options()) -> Figure | None:
     """Per step, the variance of final accuracy across seeds: the part the test set alone explains, the genuine part
-    between the seeds' models, and the interval of the genuine part."""
-    fig, ax = plt.subplots(figsize=(10, 1.4 + ROW_INCH * 1.6 * len(steps)))
-    y = np.arange(len(steps))
+    between the seeds' models, and the interval of the genuine part (an arrow where it runs off the axis, or has no
+    upper end). None where no step has two seeds."""
+    if steps["var_observed"].isna().all():
+        return None
+    labels, y = _rows(steps)
+    fig, ax = plt.subplots(figsize=(10, 1.4 + ROW_INCH * 1.6 * len(labels)))
     test, model = steps["var_test"].fillna(0), steps["var_model"].fillna(0)
     ax.barh(y, test, height=0.5, color=BAND_COLOR, label="expected from the test set alone")
     ax.barh(y, model, left=test, height=0.5, color=MODEL_COLOR, alpha=0.8, label="genuine, between models")
     right = 3 * np.nanmax([steps["var_observed"].max(), steps["var_test"].max(), 1e-6])  # upper ends run far
-    lo, hi = test + steps["var_model_lo"], test + steps["var_model_hi"]
+    lo = test + steps["var_model_lo"]
+    hi = (test + steps["var_model_hi"]).where(steps["var_model_hi"].notna(), np.inf)  # NaN: no upper end
+    hi = hi.where(lo.notna())
     ax.hlines(
         y,
         lo,
@@ -325,29 +362,21 @@ def spread(steps: pd.DataFrame, options: Options = Options()) -> Figure:
         lw=1.2,
         label=f"{options.confidence:.0%} interval of the genuine part (on top of the test set's)",
     )
-    cut = hi > right
+    cut = (hi > right).to_numpy()
     ax.scatter(np.full(cut.sum(), right), y[cut], marker=">", color="0.15", clip_on=False, zorder=3)
     ax.scatter(steps["var_observed"], y, marker="|", s=250, color="black", zorder=4, label="observed variance")
-    for i, row in enumerate(steps.itertuples()):
-        share = f", test set {row.test_share:.0%}" if pd.notna(row.test_share) else ""
-        ax.annotate(
-            f"{row.spread}{share}",
-            (1.01, i),
-            xycoords=("axes fraction", "data"),
-            va="center",
-            fontsize=8,
-            color=MODEL_COLOR if row.spread == "models differ" else "0.25",
-        )
+    notes = [
+        f"{r.spread}" + (f", test set {r.test_share:.0%}" if pd.notna(r.test_share) else "") for r in steps.itertuples()
+    ]
+    colors = [MODEL_COLOR if spread == "models differ" else "0.25" for spread in steps["spread"]]
+    _row_notes(ax, y, notes, colors)
     ax.set(
-        yticks=y,
-        yticklabels=steps["group"],
         xlim=(0, right),
-        ylim=(len(steps) - 0.5, -0.5),
         xlabel="variance of final accuracy across seeds (pp²)",
         title="How much of the seed-to-seed spread is only the test set",
     )
-    _submission_rules(ax, steps)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.04 + 0.3 / len(steps)), ncol=2, frameon=False)
+    _headings(ax, labels)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.04 + 0.3 / len(labels)), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -397,55 +426,17 @@ def noise(options: Options = Options()) -> Figure:
     return fig
 
 
-def all_figures(summary: Summary, epochs: pd.DataFrame) -> dict[str, tuple[Figure, str]]:
-    """Every figure of the report with its caption, in report order."""
+def all_figures(summary: Summary, epochs: pd.DataFrame) -> dict[str, Figure | None]:
+    """Every figure of the report, in report order; None for a figure with nothing to draw (`analysis.words` says
+    why). `sources` only where a step was swept under several --vary settings."""
     runs, steps, o = summary.runs, summary.steps, summary.options
     return {
-        "distributions": (
-            distributions(runs, steps, o),
-            "Each point is one seed. Red stars mark the best accuracy the seed file claimed; red "
-            "crosses the last epoch of the seed file's own logged run. Claims are drawn only for full "
-            "runs of the unchanged recipe.",
-        ),
-        "trajectories": (
-            trajectories(epochs, steps, o),
-            "Blue: median across seeds with the band holding the middle 80 % of seeds. Red: the run "
-            "the seed file logged, where it logged one (beside full runs of the unchanged recipe only).",
-        ),
-        "rates": (
-            rates(steps, o),
-            "A step is CONSISTENT when the consistent rate's interval lies at or above 0.5, LUCKY when it "
-            "lies below 0.5 (and some seed hits), NEVER when no seed hits, TOO SHORT when no run counts the "
-            "last-K epochs, and UNDECIDED otherwise.",
-        ),
-        "spread": (
-            spread(steps, o),
-            "Orange: the variance that re-testing on the test set alone explains (from per-image predictions "
-            "where two or more seeds have them, else the binomial). Blue: what is left, genuine variation "
-            "between the seeds' models, with its interval; black tick: the observed variance. A step whose "
-            "spread is all orange has no lucky seeds: one true accuracy, read with a noisy ruler.",
-        ),
-        "ladder": (
-            ladder(runs, steps, summary.progression, o),
-            "P(↑) is the probability that a random seed of the later step ends above a random seed of the "
-            "earlier one (ties count one half); 0.5 means no difference.",
-        ),
-        "luck": (luck(runs, steps, o), "A large luck gap means the best epoch was a spike, not a level the run kept."),
-        **(
-            {
-                "sources": (
-                    sources(runs, summary.sources, o),
-                    "Each box holds one --vary setting's seeds: only that stream changes from seed to seed, the "
-                    "others stay at the base seed's; 'all' varies every stream, 'none' none. The widest box names "
-                    "the source that makes seeds lucky or unlucky.",
-                )
-            }
-            if len(summary.sources)
-            else {}
-        ),
-        "noise": (
-            noise(o),
-            "A fixed model would score differently on another draw of test images: the binomial standard "
-            "error of one test is the half-width of the orange band on every accuracy plot.",
-        ),
+        "distributions": distributions(runs, steps, o),
+        "trajectories": trajectories(epochs, steps, o),
+        "rates": rates(steps, o),
+        "spread": spread(steps, o),
+        "ladder": ladder(runs, steps, summary.progression, o),
+        "luck": luck(runs, steps, o),
+        **({"sources": sources(runs, summary.sources, o)} if len(summary.sources) else {}),
+        "noise": noise(o),
     }

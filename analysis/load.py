@@ -86,6 +86,8 @@ def load_results(out: Path, split: tuple[str, ...] = ()) -> Results:
     whose values are reported apart (module doc)."""
     out = Path(out)
     check_split(split)
+    if out.is_file():
+        raise ReportError(f"{out} is a file, not a results folder")
     if not out.is_dir():
         raise ReportError(f"{out}: no such results folder")
     folder = layout.read(out)

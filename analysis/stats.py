@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,7 @@ MORE_SEEDS = (5, 10, 20)  # extra seeds for which the report gives the chance th
 PRIOR = (1.0, 1.0)  # Beta prior of the consistent rate behind that chance: uniform, every rate equally likely
 SPREADS = ("test set", "models differ", "too few seeds", "one seed")
 FIXED, UNTIL_DECIDED = RULES = ("fixed", "until-decided")  # how a run's seeds were chosen; FIXED before the column
+MAX_VARIANCE = 2_500.0  # pp^2: the most a percentage can vary (half the values at 0, half at 100)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Options:
     """Every definition the report rests on; the report prints them."""
 
     target: float = TARGET  # percent test accuracy
-    last_k: int = LAST_K  # epochs in the final window of a consistent run
+    last_k: int | None = None  # epochs in the final window of a consistent run; None: LAST_K, or the longest run
     epoch_budget: int | None = None  # epochs; None: each step's recipe epochs
     max_params: int = 8_000  # parameter budget: passes when params < max_params
     max_epochs: int = 15  # epoch budget: passes when the budget <= max_epochs
@@ -62,7 +63,7 @@ class Options:
         """Every option is checked here, before anything is read; the messages name the `sweep report` options."""
         checks = [
             (0 < self.target <= 100, f"--target must be above 0 and at most 100 (percent), not {self.target:g}"),
-            (self.last_k >= 1, f"--last-k must be at least 1, not {self.last_k}"),
+            (self.last_k is None or self.last_k >= 1, f"--last-k must be at least 1, not {self.last_k}"),
             (
                 self.epoch_budget is None or self.epoch_budget >= 1,
                 f"--epoch-budget must be at least 1, not {self.epoch_budget}",
@@ -119,7 +120,9 @@ def variance_split(final_acc, n_test, correct=None, confidence: float = 0.95) ->
     across seeds, over n_test^2 (Jordan 2024: seeds' spread if images flipped independently; an image every seed
     gets right adds nothing); otherwise the binomial p(1 - p)/(n_test - 1) averaged over seeds, which treats every
     image as equally hard and so is an upper bound. The interval is the chi-square interval of the total variance
-    (normal final accuracies) minus var_test, floored at 0.
+    (normal final accuracies) minus var_test, floored at 0. Its upper end, and test_share_lo, are NaN where the
+    chi-square one passes MAX_VARIANCE, the most an accuracy can vary: the seeds cannot bound it (2 seeds put it at
+    1,018 times the observed variance).
     """
     a = np.asarray(final_acc, dtype=float)
     n = len(a)
@@ -146,7 +149,8 @@ def variance_split(final_acc, n_test, correct=None, confidence: float = 0.95) ->
     var = float(a.var(ddof=1))
     alpha = 1 - confidence
     total_lo, total_hi = (n - 1) * var / scipy.stats.chi2.ppf([1 - alpha / 2, alpha / 2], n - 1)
-    model_lo, model_hi = max(0.0, total_lo - var_test), max(0.0, total_hi - var_test)
+    bounded = total_hi <= MAX_VARIANCE
+    model_lo, model_hi = max(0.0, total_lo - var_test), max(0.0, total_hi - var_test) if bounded else np.nan
     zero = model_lo == 0
     out |= {
         "var_observed": var,
@@ -161,7 +165,7 @@ def variance_split(final_acc, n_test, correct=None, confidence: float = 0.95) ->
     if var_test > 0:  # share = var_test / (var_test + var_model), from the same interval of the total
         out |= {
             "test_share": min(1.0, var_test / var) if var > 0 else 1.0,
-            "test_share_lo": var_test / total_hi if total_hi > 0 else 1.0,
+            "test_share_lo": (var_test / total_hi if total_hi > 0 else 1.0) if bounded else np.nan,
             "test_share_hi": 1.0 if total_lo <= var_test else var_test / total_lo,
         }
     return out
@@ -355,9 +359,10 @@ def run_summary(epochs: pd.DataFrame, budget: pd.Series, target: float = TARGET,
     budget: epoch budget per group (indexed by group); a run's budget is the smaller of it and the run's `epochs`.
     Columns: budget, best_acc, best_epoch (first epoch at the best), final_acc, final_epoch, n_test (test images),
     lastk_min, lastk_mean, first_epoch_at_target (NaN if never), hit, too_short (budget < K: cannot be judged
-    consistent or lucky), consistent, lucky, luck_gap (best - mean of last K), final_se, rule (UNTIL_DECIDED when
-    any of its rows says so; FIXED for files without the column). The last-K statistics are NaN, and consistent and
-    lucky False, for a run too short. `sweeps.decide.judge` judges one run the same way, for the sweep's driver.
+    consistent or lucky), consistent, lucky, luck_gap (best - mean of last K; NaN for one epoch), final_se, rule
+    (UNTIL_DECIDED when any of its rows says so; FIXED for files without the column). The last-K statistics are NaN,
+    and consistent and lucky False, for a run too short. `sweeps.decide.judge` judges one run the same way, for the
+    sweep's driver.
     """
     rule = epochs["rule"] if "rule" in epochs else pd.Series(FIXED, index=epochs.index)
     e = epochs.assign(
@@ -390,7 +395,7 @@ def run_summary(epochs: pd.DataFrame, budget: pd.Series, target: float = TARGET,
     out["hit"] = out["best_acc"] >= target - EPS
     out["consistent"] = out["lastk_min"] >= target - EPS  # False where NaN
     out["lucky"] = out["hit"] & ~out["consistent"] & ~out["too_short"]
-    out["luck_gap"] = out["best_acc"] - out["lastk_mean"]
+    out["luck_gap"] = (out["best_acc"] - out["lastk_mean"]).where(out["budget"] > 1)  # one epoch: 0 by definition
     out["final_se"] = binomial_se(out["final_acc"], out["n_test"])
     return out.reset_index()
 
@@ -631,8 +636,12 @@ def progression(
 
 
 def summarize(results: Results, options: Options = Options()) -> Summary:
-    """All tables of the report from the loaded rows. Refuses a last-K window longer than every run."""
+    """All tables of the report from the loaded rows. Without a last-K window (`options.last_k` None) it takes
+    LAST_K epochs, or the longest run's count where every run is shorter; it refuses a window set longer than every
+    run. `Summary.options` holds the window used."""
     groups = group_table(results, options)
+    if options.last_k is None:
+        options = replace(options, last_k=int(min(LAST_K, groups["budget"].max())))
     runs = run_summary(results.epochs, groups.set_index("group")["budget"], options.target, options.last_k)
     if runs["too_short"].all():
         longest = runs["budget"].max()
@@ -653,14 +662,7 @@ def summarize(results: Results, options: Options = Options()) -> Summary:
 
 # --- which source of randomness (sweep run --vary) ----------------------------------------------------------------
 
-STREAM_NAMES = {
-    "init": "weight init",
-    "order": "data order",
-    "augment": "augmentation",
-    "dropout": "dropout",
-    "all": "every stream",
-    "none": "no stream",
-}
+SOURCE_ORDER = ("init", "order", "augment", "dropout", "all", "none")  # single sources, then all and none
 SOURCES_COLUMNS = [
     "step",
     "group",
@@ -699,34 +701,7 @@ def sources(runs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
 
 def _source_order(vary: str) -> int:
     """Single sources first, then all and none, then combinations."""
-    return list(STREAM_NAMES).index(vary) if vary in STREAM_NAMES else len(STREAM_NAMES)
-
-
-def source_words(table: pd.DataFrame) -> str:
-    """Which single source drives one step's spread, in plain words (`table`: that step's rows of `sources`)."""
-    single = table[table["vary"].isin(["init", "order", "augment", "dropout"])].dropna(subset=["final_sd"])
-    if single.empty:
-        return "No single-source sweep (--vary init, order, augment or dropout) of this step yet."
-    ranked = single.sort_values("var_observed", ascending=False)
-    top = ranked.iloc[0]
-    name = STREAM_NAMES[top.vary]
-    floor = ranked["var_test"].max()
-    if (ranked["var_observed"] <= floor).all():
-        return (
-            f"Varying any single source spreads final accuracy no more than the test set alone would "
-            f"(≤ {floor:.4f} pp²): none of them makes a seed lucky here."
-        )
-    second = ranked.iloc[1] if len(ranked) > 1 else None
-    if second is not None and second.var_observed > top.var_observed / 2:
-        text = (
-            f"The spread is shared: {name} (SD {top.final_sd:.2f} pp) and {STREAM_NAMES[second.vary]} "
-            f"(SD {second.final_sd:.2f} pp) each move final accuracy about as much."
-        )
-    else:
-        text = f"Most of the spread comes from {name} (SD {top.final_sd:.2f} pp)."
-    if top.vary == "init":
-        return text + " Fixing the init seed would remove most of it: a lucky initialisation can be kept."
-    return text + f" Fixing the init seed would not make this step consistent: luck in {name} cannot be kept."
+    return SOURCE_ORDER.index(vary) if vary in SOURCE_ORDER else len(SOURCE_ORDER)
 
 
 def listed(cell) -> list:

@@ -144,7 +144,7 @@ def numerics(out: Path, s: Setting, full: cdata.MNIST) -> None:
 def sweep(out: Path, s: Setting, data_dir: Path) -> None:
     results = out / "sweep"
     env = {**os.environ, "SWEEP_DATA_DIR": str(data_dir)}
-    cli = [sys.executable, "-c", "from sweeps.cli import main; main()"]  # no console script where wheels are carried
+    cli = [sys.executable, "-c", "from analysis.cli import main; main()"]  # no console script where wheels are carried
     log, codes = io.StringIO(), []
     for args in (["run", *s.sweep, "--out", str(results)], ["report", "--out", str(results), "--last-k", "1"]):
         res = subprocess.run([*cli, *args], cwd=ROOT, env=env, capture_output=True, text=True)

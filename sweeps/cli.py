@@ -1,5 +1,6 @@
 """The ``sweep`` command line. Commands parse options and hand over to library functions; bad input is one line on
-stderr and exit code 2."""
+stderr and exit code 2. ``report`` is added to this app by ``analysis.cli``, the layer above, which owns the entry
+point."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from analysis.cli import report
 from cnn.errors import BadInput
 from sweeps import decide
 
@@ -307,6 +307,8 @@ def status(
     from sweeps import layout
     from sweeps.results import status as read_status
 
+    if out.is_file():
+        raise BadInput(f"{out} is a file, not a results folder")
     if not out.is_dir():
         raise BadInput(f"no results folder at {out}")
     folder = layout.read(out)
@@ -339,11 +341,3 @@ def _ranges(seeds: list[int]) -> str:
             parts.append(f"{start}-{s}" if s != start else f"{s}")
             start = None
     return ", ".join(parts) or "-"
-
-
-app.command("report")(report)
-
-
-def main() -> None:
-    """Console entry point."""
-    app()

@@ -67,6 +67,8 @@ def check_storage(storage: str | None) -> None:
 
 
 def check_writable(out: Path, option: str = "--out") -> None:
+    if out.is_file():
+        raise BadSweep(f"{option} {out} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".probe"):

@@ -171,3 +171,34 @@ def write_demo(out: Path, sizes=(3, 2), seeds: int = 8, random_state: int = 0) -
                 correct=None if seed == seeds - 1 else correct,
             )
     write_steps(out, steps)
+
+
+QUICK_STEPS = [  # (step, submission, order, params) of a zoo-like quick sweep: long names, one step over budget
+    ("s001-model1", "001", 1, 13_808),
+    ("s001-model3-aws", "001", 2, 7_902),
+    ("s002-net1", "002", 1, 6_379_786),
+    ("s003-model3-aug-skip", "003", 1, 9_180),
+    ("s003-model4-plain", "003", 2, 7_616),
+    ("s004-exp1", "004", 1, 7_958),
+    ("s004-exp3", "004", 2, 7_958),
+]
+
+
+def write_quick(out: Path, seeds: int = 2, random_state: int = 0) -> None:
+    """A quick sweep as `sweep run all --quick` leaves it: one epoch per run, far below the target and scattered
+    widely across seeds (a tenth of the data, one epoch), with predictions for every run."""
+    rng = np.random.default_rng(random_state)
+    steps = []
+    for step, submission, order, params in QUICK_STEPS:
+        level = rng.uniform(60, 97)
+        steps.append(
+            {"step": step, "submission": submission, "order": order, "params": params, "epochs": 15, "title": step}
+        )
+        for seed in range(seeds):
+            acc = round(float(np.clip(rng.normal(level, 6), 10, 99)), 2)
+            correct = np.zeros(10_000, bool)
+            correct[rng.choice(10_000, round(acc * 100), replace=False)] = True
+            write_run(
+                out, step, seed, [acc], submission=submission, params=params, quick=True, epochs=1, correct=correct
+            )
+    write_steps(out, steps)

@@ -5,7 +5,8 @@ import pytest
 
 from analysis.load import load_results
 from analysis.report import write_report
-from analysis.stats import Options, source_words, summarize
+from analysis.stats import Options, summarize
+from analysis.words import source_words
 from tests.fixtures_analysis import write_run, write_steps
 
 # final accuracies per --vary setting: order spreads them most, init hardly at all

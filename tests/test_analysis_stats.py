@@ -223,10 +223,15 @@ def test_variance_split_models_that_differ():
     split = variance_split([100, 50], 4, four_images([[1, 1, 1, 1], [0, 0, 1, 1]]))
     assert (split["var_observed"], split["var_test"], split["var_model"]) == pytest.approx((1250, 625, 625))
     assert split["test_share"] == pytest.approx(0.5)
-    # chi-square interval of the total with 1 df: 1250 / 5.0239 = 248.8 and 1250 / 0.000982 = 1.27e6, minus 625
-    assert split["var_model_lo"] == 0 and split["var_model_hi"] == pytest.approx(1250 / 0.000982069 - 625, rel=1e-5)
+    # chi-square interval of the total with 1 df: 1250 / 5.0239 = 248.8 and 1250 / 0.000982 = 1.27e6 pp^2, past the
+    # 2,500 pp^2 that an accuracy can vary at most: no upper end, and no lower end of the test set's share
+    assert split["var_model_lo"] == 0 and np.isnan(split["var_model_hi"]) and np.isnan(split["test_share_lo"])
     assert split["var_model_zero"] and split["spread"] == "too few seeds"
-    assert split["test_share_hi"] == 1 and split["test_share_lo"] == pytest.approx(625 / (1250 / 0.000982069), rel=1e-5)
+    assert split["test_share_hi"] == 1
+    # seeds as close as a real sweep's: the upper end 0.005 / 0.000982 = 5.09 pp^2, minus the test set's part
+    near = variance_split([99.40, 99.30], 10_000)
+    assert near["var_model_hi"] == pytest.approx(0.005 / 0.000982069 - near["var_test"], rel=1e-5)
+    assert near["test_share_lo"] == pytest.approx(near["var_test"] / (0.005 / 0.000982069), rel=1e-5)
     assert variance_split([99.4], 10_000)["spread"] == "one seed"
 
 
@@ -435,6 +440,14 @@ def test_last_k_longer_than_every_run_is_refused(two_steps):
     ) as e:
         summarize(load_results(two_steps), Options(last_k=4))
     assert "\n" not in str(e.value)
+
+
+def test_without_last_k_the_window_is_3_or_the_longest_run(two_steps):
+    assert summarize(load_results(two_steps)).options.last_k == 3  # 3-epoch runs
+    short = summarize(load_results(two_steps), Options(epoch_budget=2))  # every run counts 2 epochs
+    assert short.options.last_k == 2 and short.steps["n_too_short"].sum() == 0
+    # s1 over its last 2 epochs: 99.45/99.3, 99.4/99.41 and 99.1/99.2: one seed holds 99.40 through both
+    assert short.steps.set_index("group").loc["s1", "n_consistent"] == 1
 
 
 def test_epoch_budget_option_cuts_every_step_and_the_claims(two_steps):

@@ -21,8 +21,8 @@ import torch
 from filelock import FileLock
 from typer.testing import CliRunner
 
+from analysis.cli import app
 from sweeps import layout, results
-from sweeps.cli import app
 
 RUN = ["run", "s003-model4", "--quick", "--epochs", "2", "--seeds", "2"]  # what the shared sweep_results holds
 OFFLINE = {var: "http://127.0.0.1:9" for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
@@ -37,6 +37,7 @@ CASES = {
     "run: --seeds not a number": ([*RUN, "--seeds", "ten"], "Invalid value for '--seeds'"),
     "run: --seed-start -1": ([*RUN, "--seed-start", "-1"], "--seed-start must be 0 or more"),
     "run: --out ''": ([*RUN, "--out", "", "--data-dir", "{data}"], "is the current folder"),
+    "run: --out is a file": ([*RUN, "--out", "{file}", "--data-dir", "{data}"], "a-file is a file, not a folder"),
     "run: --num-cpus 0": ([*RUN, "--num-cpus", "0"], "--num-cpus must be at least 1"),
     "run: --num-gpus -1": ([*RUN, "--num-gpus", "-1"], "--num-gpus must not be negative"),
     "run: --cpus-per-trial 0": ([*RUN, "--cpus-per-trial", "0"], "--cpus-per-trial must be positive"),
@@ -66,9 +67,10 @@ CASES = {
     "run: MNIST file damaged": ([*RUN, "--seeds", "3", "--data-dir", "{damaged}"], "t10k-images-idx3-ubyte is damaged"),
     "run: another sweep is writing": ([*RUN, "--seeds", "3"], "another sweep is writing to"),
     "status: no results folder": (["status", "--out", "{empty}"], "no results folder at"),
-    "status: --out is a file": (["status", "--out", "{file}"], "no results folder at"),
+    "status: --out is a file": (["status", "--out", "{file}"], "is a file, not a results folder"),
     "status: unknown option": (["status", "--out", "{out}", "--jsn"], "No such option"),
     "report: no results folder": (["report", "--out", "{empty}"], "no such results folder"),
+    "report: --out is a file": (["report", "--out", "{file}"], "a-file is a file, not a results folder"),
     "report: --target 101": (["report", "--out", "{out}", "--target", "101"], "--target must be above 0"),
     "report: --last-k 0": (["report", "--out", "{out}", "--last-k", "0"], "--last-k must be at least 1"),
     "report: --last-k beyond every run": (["report", "--out", "{out}", "--last-k", "3"], "longer than every run"),
