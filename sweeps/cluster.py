@@ -13,6 +13,7 @@ from pathlib import Path
 import ray
 import torch
 
+from cnn import memory
 from sweeps import BadSweep, project_version
 
 
@@ -98,3 +99,27 @@ def ray_session(address: str | None, num_cpus: int | None, num_gpus: int | None)
 def versions() -> dict[str, str]:
     """The driver's versions, recorded in every row."""
     return {"ray_version": ray.__version__, "project_version": project_version()}
+
+
+@contextlib.contextmanager
+def gpu_share(block, share: float) -> Iterator[None]:
+    """Around a trial's training (``block``: a ``sweeps.plan.Block``), on a GPU: a block whose estimated peak
+    (:mod:`cnn.memory`) exceeds the trial's share of it is refused in one line; the process's allocator is capped at
+    the share, so that a trial cannot crowd out the others on its GPU; and the cache is given back when the trial
+    ends, since a reused worker keeps its allocator."""
+    if block.runs[0].device != "cuda":
+        yield
+        return
+    total = torch.cuda.get_device_properties(0).total_memory
+    need = memory.peak_bytes(block.runs[0], len(block.runs))
+    if need > share * total:
+        raise BadSweep(
+            f"{block.name} needs about {need / 2**30:.1f} GiB of GPU memory, more than its {share:g} share of the "
+            f"{total / 2**30:.0f} GiB {torch.cuda.get_device_name()}; give --gpu-memory "
+            f"{total / 2**30:.0f} so that the sweep sizes its blocks, or raise --gpus-per-trial"
+        )
+    torch.cuda.set_per_process_memory_fraction(min(1.0, share))
+    try:
+        yield
+    finally:
+        torch.cuda.empty_cache()

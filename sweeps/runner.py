@@ -27,15 +27,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from filelock import FileLock, Timeout
 
-from cnn import memory
 from cnn.data import MNIST, load_mnist
 from cnn.train import Run, train
 from sweeps import BadSweep, layout, results, suggest
@@ -177,34 +174,11 @@ def train_trial(config: dict[str, Any], data: MNIST, runs: dict, resume: dict, g
     live = [r for r in block.runs if r.seed not in state.failed]
     if not live or state.epoch >= epochs:  # trained to the end, but the rows were never written
         return _report(Report(state.epoch, {}, {}, worker, time.time()), state)
-    with _gpu(block, gpu_share):
+    with cluster.gpu_share(block, gpu_share):
         for epoch in train(live, data, state.states or None):
             state = state.after(epoch, last=epoch.epoch == epochs)
             records = {seed: e.record for seed, e in epoch.seeds.items()}
             _report(Report(epoch.epoch, records, epoch.failed, worker, time.time()), state)
-
-
-@contextlib.contextmanager
-def _gpu(block: Block, share: float) -> Iterator[None]:
-    """On a GPU: a block whose estimated peak (:mod:`cnn.memory`) exceeds the trial's share of it is refused in one
-    line; the process's allocator is capped at the share, so that a trial cannot crowd out the others on its GPU; and
-    the cache is given back when the trial ends, since a reused worker keeps its allocator."""
-    if block.runs[0].device != "cuda":
-        yield
-        return
-    total = torch.cuda.get_device_properties(0).total_memory
-    need = memory.peak_bytes(block.runs[0], len(block.runs))
-    if need > share * total:
-        raise BadSweep(
-            f"{block.name} needs about {need / 2**30:.1f} GiB of GPU memory, more than its {share:g} share of the "
-            f"{total / 2**30:.0f} GiB {torch.cuda.get_device_name()}; give --gpu-memory "
-            f"{total / 2**30:.0f} so that the sweep sizes its blocks, or raise --gpus-per-trial"
-        )
-    torch.cuda.set_per_process_memory_fraction(min(1.0, share))
-    try:
-        yield
-    finally:
-        torch.cuda.empty_cache()
 
 
 def _restore(block: Block, data: MNIST) -> BlockState:
