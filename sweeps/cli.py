@@ -192,6 +192,13 @@ def run(
             show_default="the local GPU's",
         ),
     ] = None,
+    wait_for_nodes: Annotated[
+        float,
+        typer.Option(
+            help="Seconds to wait, on a joined cluster where no node can hold a trial yet, for its autoscaler to "
+            "add one; then give up, saying what to check."
+        ),
+    ] = 900,
 ) -> None:
     """Train every (step, seed) run that the results folder does not hold yet, spread over Ray.
 
@@ -225,6 +232,7 @@ def run(
         max_seeds=max_seeds,
         target=target,
         last_k=last_k,
+        wait_for_nodes=wait_for_nodes,
     )
     if dry_run:
         _print_plan(prepare(config))
@@ -341,3 +349,13 @@ def _ranges(seeds: list[int]) -> str:
             parts.append(f"{start}-{s}" if s != start else f"{s}")
             start = None
     return ", ".join(parts) or "-"
+
+
+@app.command("check-cuda")
+def check_cuda() -> None:
+    """Exit 0 if torch can train on CUDA on this machine; else say why in one line (a CPU-only torch, no NVIDIA
+    driver, a driver older than torch's CUDA build) and exit 2. cluster.yaml's GPU workers run it at boot."""
+    from sweeps.cluster import check_device
+
+    check_device("cuda")
+    typer.echo("CUDA works here")

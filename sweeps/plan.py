@@ -52,6 +52,7 @@ class SweepConfig:
     max_seeds: int = decide.MAX_SEEDS  # with until_decided: seeds per step at most
     target: float = decide.TARGET  # with until_decided: the verdict's target accuracy, percent
     last_k: int = decide.LAST_K  # with until_decided: the epochs a consistent run holds the target through
+    wait_for_nodes: float = 900  # s, that a joined cluster's autoscaler may take to add a node that holds a trial
 
     @property
     def block_size(self) -> int:
@@ -99,6 +100,7 @@ class SweepConfig:
             (self.num_gpus is None or self.num_gpus >= 0, f"--num-gpus must not be negative, not {self.num_gpus}"),
             (self.max_failures >= 0, f"--max-failures must be 0 or more, not {self.max_failures}"),
             (self.base_seed >= 0, f"--base-seed must be 0 or more, not {self.base_seed}"),
+            (self.wait_for_nodes >= 0, f"--wait-for-nodes must be 0 or more, not {self.wait_for_nodes:g}"),
             (
                 self.seeds_per_trial is None or self.seeds_per_trial >= 1,
                 f"--seeds-per-trial must be at least 1, not {self.seeds_per_trial}",

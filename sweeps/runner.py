@@ -43,6 +43,7 @@ from sweeps.protocol import BlockState, Report, Trained, Worker, legacy_records
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our Parquet rows are the log
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a failed run is one line; its traceback stays in error.txt
 
 from ray import tune  # noqa: E402
 
@@ -93,7 +94,7 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
     try:
         print(f"starting Ray ({f'joining {config.address}' if config.address else 'local'})", file=stream, flush=True)
         with cluster.ray_session(config.address, config.num_cpus, config.num_gpus):
-            cluster.check_nodes(config.cpus_per_trial, config.gpus_per_trial)
+            cluster.check_nodes(config.cpus_per_trial, config.gpus_per_trial, config.wait_for_nodes, stream)
             results.write_steps(out, sweep.runs, sweep.folder)
             for line in [_what(sweep, config), *sweep.notes]:
                 print(line, file=stream, flush=True)
@@ -169,6 +170,7 @@ def train_trial(config: dict[str, Any], data: MNIST, runs: dict, resume: dict, g
     """Train one block from where Tune's checkpoint of it (a retried trial) or its seeds' markers (a re-run sweep)
     left it, reporting every epoch with the block's checkpoint."""
     block = Block.of(config, runs, resume)
+    cluster.check_device(block.runs[0].device)
     epochs, worker = block.recipe.epochs, Worker.here(block.runs[0].device)
     state = _restore(block, data)
     live = [r for r in block.runs if r.seed not in state.failed]
