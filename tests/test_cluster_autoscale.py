@@ -99,26 +99,27 @@ def finish(process: subprocess.Popen) -> tuple[int, str]:
     return process.returncode, stderr
 
 
-def test_refuses_what_no_node_type_can_hold(autoscaling_cluster, tmp_path, data_dir):
-    code, stderr = finish(sweep(autoscaling_cluster, tmp_path / "results", data_dir, "--gpus-per-trial", "2"))
-    assert code == 2, stderr
-    assert stderr.splitlines()[-1] == (
+def test_sweeps_join_a_cluster_that_grows(autoscaling_cluster, tmp_path, data_dir):
+    """Three sweeps at once, as on a shared cluster: one asks for more than any node type has, one waits for a CPU
+    node, one for a GPU node (each node type starts at zero)."""
+    too_big = sweep(autoscaling_cluster, tmp_path / "big", data_dir, "--gpus-per-trial", "2")
+    cpu = sweep(autoscaling_cluster, tmp_path / "cpu", data_dir)
+    gpu = sweep(
+        autoscaling_cluster, tmp_path / "gpu", data_dir, "--gpus-per-trial", "0.25", "--max-failures", "0", seeds="1"
+    )
+    (big_code, big_stderr), (code, stderr), (gpu_code, gpu_stderr) = finish(too_big), finish(cpu), finish(gpu)
+
+    # refused at once, in one line, exit 2, nothing written
+    assert big_code == 2, big_stderr
+    assert big_stderr.splitlines()[-1] == (
         "error: a trial of --cpus-per-trial 1 --gpus-per-trial 2 needs more than any node type of this cluster has "
         "(cpu_worker: 2 CPU, 0 GPU; gpu_worker: 1 CPU, 1 GPU; ray.head.default: 0 CPU, 0 GPU)"
     )
-    assert not (tmp_path / "results" / "epochs").exists()
-
-
-def test_sweeps_wait_for_the_autoscaler_and_run_on_its_nodes(autoscaling_cluster, tmp_path, data_dir):
-    """A CPU sweep and a GPU sweep at once (each waits for a node type of its own), as on a shared cluster."""
-    cpu_out, gpu_out = tmp_path / "cpu", tmp_path / "gpu"
-    cpu = sweep(autoscaling_cluster, cpu_out, data_dir)
-    gpu = sweep(autoscaling_cluster, gpu_out, data_dir, "--gpus-per-trial", "0.25", "--max-failures", "0", seeds="1")
-    (code, stderr), (gpu_code, gpu_stderr) = finish(cpu), finish(gpu)
+    assert not (tmp_path / "big" / "epochs").exists()
 
     assert code == 0, stderr
     assert "no node can hold a trial (1 CPU, 0 GPU) yet; the autoscaler can add cpu_worker (2 CPU, 0 GPU)" in stderr
-    rows = pd.read_parquet(cpu_out / "epochs")  # the head has no CPU: every row comes from an autoscaled node
+    rows = pd.read_parquet(tmp_path / "cpu" / "epochs")  # the head has no CPU: every row is from an autoscaled node
     assert sorted(rows.seed) == [0, 1] and not rows.duplicated(["step", "seed", "epoch"]).any()
 
     # --gpus-per-trial 0.25 starts, though no GPU node is up when the sweep joins
@@ -132,7 +133,7 @@ def test_sweeps_wait_for_the_autoscaler_and_run_on_its_nodes(autoscaling_cluster
     assert gpu_code == 1 and "Traceback" not in gpu_stderr, gpu_stderr
     (failed,) = [line for line in gpu_stderr.splitlines() if line.startswith("  failed: ")]
     assert "cannot train on CUDA: " in failed and failed.count(" node ") == 1, failed
-    assert not (gpu_out / "epochs").exists()
+    assert not (tmp_path / "gpu" / "epochs").exists()
 
 
 def test_gives_up_after_the_wait_saying_what_to_check(ray_session):
