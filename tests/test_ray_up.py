@@ -7,6 +7,7 @@ Ray process its user may signal, so as that user it reaches the cluster's proces
 session's Ray, not another sweep's). Needs root, sshd and rsync (CI installs openssh-server and rsync); skips, saying
 why, without them."""
 
+import hashlib
 import os
 import pwd
 import secrets
@@ -61,6 +62,13 @@ def pids_of(uid: int) -> list[int]:
 def _owner(proc: Path) -> int | None:
     try:
         return proc.stat().st_uid
+    except OSError:
+        return None
+
+
+def _name(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return None
 
@@ -170,18 +178,20 @@ def test_ray_up_exec_rsync_down_down(data_dir, capsys):
 
         rows = pd.read_parquet(home / "fetched" / "epochs")
         assert sorted(rows.seed) == [0, 1] and not rows.duplicated(["step", "seed", "epoch"]).any(), ran.stdout
-        deadline = time.monotonic() + 15  # ssh's shared connections linger 10 s (ControlPersist)
-        while pids_of(uid) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not pids_of(uid), f"processes of the cluster's user left after `ray down`: {pids_of(uid)}"
+        # Nothing of the cluster is left, only the launcher's shared ssh connections (both ends), which would linger
+        # 10 s more (ControlPersist): stopped here, by PID.
+        left = {pid: _name(pid) for pid in pids_of(uid)}
+        assert set(left.values()) <= {"ssh", "sshd"}, f"processes of the cluster's user left after `ray down`: {left}"
+        assert not stop_pids(lambda: pids_of(uid))
     finally:
         if uid is not None:
-            stop_pids(lambda: pids_of(uid))
+            stop_pids(lambda: pids_of(uid))  # after a failure: whatever is left
             subprocess.run(["userdel", "--remove", user], capture_output=True)
         if sshd is not None:
             sshd.terminate()
             sshd.wait(timeout=10)
-        for folder in (work, work.with_name(work.name + "c"), work.with_name(work.name + "l")):
+        ssh_sockets = Path("/tmp") / f"ray_ssh_{hashlib.sha256(user.encode()).hexdigest()[:10]}"  # Ray's ControlPath
+        for folder in (work, work.with_name(work.name + "c"), work.with_name(work.name + "l"), ssh_sockets):
             shutil.rmtree(folder, ignore_errors=True)
         with capsys.disabled():
             print("\n" + "\n".join(f"  {name}: {seconds:.1f} s" for name, seconds in times.items()))
