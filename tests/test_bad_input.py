@@ -52,6 +52,7 @@ CASES = {
     "run: --vary unknown stream": ([*RUN, "--vary", "weights"], "--vary takes all, none, or a comma list"),
     "run: --base-seed -1": ([*RUN, "--vary", "order", "--base-seed", "-1"], "--base-seed must be 0 or more"),
     "run: --seeds-per-trial 0": ([*RUN, "--seeds-per-trial", "0"], "--seeds-per-trial must be at least 1"),
+    "run: --wait-for-nodes -1": ([*RUN, "--wait-for-nodes", "-1"], "--wait-for-nodes must be 0 or more"),
     "run: other epochs into quick rows": ([*RUN, "--epochs", "3"], "holds quick fp32 rows with recipe"),
     "run: full rows into quick rows": (["run", "s003-model4"], "this sweep would add full fp32 rows"),
     "run: --bf16 into fp32 rows": ([*RUN, "--bf16"], "this sweep would add quick bf16 rows"),
