@@ -100,9 +100,9 @@ def finish(process: subprocess.Popen) -> tuple[int, str]:
 
 
 def test_sweeps_join_a_cluster_that_grows(autoscaling_cluster, tmp_path, data_dir):
-    """Three sweeps at once, as on a shared cluster: one asks for more than any node type has, one waits for a CPU
-    node, one for a GPU node (each node type starts at zero)."""
-    too_big = sweep(autoscaling_cluster, tmp_path / "big", data_dir, "--gpus-per-trial", "2")
+    """Three sweeps at once, as on a shared cluster: one asks for what no node type has (2 CPUs and a GPU on one
+    node), one waits for a CPU node, one for a GPU node (each node type starts at zero)."""
+    too_big = sweep(autoscaling_cluster, tmp_path / "big", data_dir, "--cpus-per-trial", "2", "--gpus-per-trial", "1")
     cpu = sweep(autoscaling_cluster, tmp_path / "cpu", data_dir)
     gpu = sweep(
         autoscaling_cluster, tmp_path / "gpu", data_dir, "--gpus-per-trial", "0.25", "--max-failures", "0", seeds="1"
@@ -112,7 +112,7 @@ def test_sweeps_join_a_cluster_that_grows(autoscaling_cluster, tmp_path, data_di
     # refused at once, in one line, exit 2, nothing written
     assert big_code == 2, big_stderr
     assert big_stderr.splitlines()[-1] == (
-        "error: a trial of --cpus-per-trial 1 --gpus-per-trial 2 needs more than any node type of this cluster has "
+        "error: a trial of --cpus-per-trial 2 --gpus-per-trial 1 needs more than any node type of this cluster has "
         "(cpu_worker: 2 CPU, 0 GPU; gpu_worker: 1 CPU, 1 GPU; ray.head.default: 0 CPU, 0 GPU)"
     )
     assert not (tmp_path / "big" / "epochs").exists()
