@@ -58,6 +58,13 @@ CASES = {
     "run: --bf16 into fp32 rows": ([*RUN, "--bf16"], "this sweep would add quick bf16 rows"),
     "run: --tf32 on the CPU": ([*RUN, "--tf32"], "--tf32 is a GPU precision"),
     "run: --gpu-memory 0": ([*RUN, "--gpu-memory", "0"], "--gpu-memory must be positive"),
+    "run: --min-seeds 0": ([*RUN[:2], "--until-decided", "--min-seeds", "0"], "--min-seeds must be at least 1"),
+    "run: --max-seeds below --min-seeds": (
+        [*RUN[:2], "--until-decided", "--max-seeds", "3"],
+        "--max-seeds must be at least --min-seeds",
+    ),
+    "run: --target 0": ([*RUN[:2], "--until-decided", "--target", "0"], "--target must be above 0"),
+    "run: --last-k 0": ([*RUN[:2], "--until-decided", "--last-k", "0"], "--last-k must be at least 1"),
     "run: --gpus-per-trial 2": ([*RUN, "--gpus-per-trial", "2"], "gives a trial GPUs it cannot use"),
     "run: one seed over a trial's GPU share": (
         [*RUN, "--seeds", "3", "--gpus-per-trial", "0.01", "--gpu-memory", "24", "--dry-run"],
