@@ -170,7 +170,7 @@ def test_judge_agrees_with_the_report(tmp_path, options):
     budget = summary.steps.set_index("group")["budget"]
     accs = results.epochs.sort_values("epoch").groupby(["group", "seed"])["test_acc"].apply(list)
     runs = summary.runs.set_index(["group", "seed"])
-    judged = [judge(accs[key], options.target, options.last_k, int(budget[key[0]])) for key in runs.index]
+    judged = [judge(accs[key], options.target, summary.options.last_k, int(budget[key[0]])) for key in runs.index]
     assert judged == [Run(*r) for r in runs[["hit", "consistent", "too_short"]].itertuples(index=False)]
     assert len(set(judged)) >= 2  # the case tells runs apart
     steps = summary.steps.set_index("group")
