@@ -6,7 +6,7 @@
 set -euo pipefail
 wheels=$1 data=$2 out=$3
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$wheels"/*.whl
-for gz in "$data"/MNIST/raw/*.gz; do [ -e "$gz" ] && [ ! -e "${gz%.gz}" ] && gunzip -k "$gz"; done
+for gz in "$data"/MNIST/raw/*.gz; do if [ -e "$gz" ] && [ ! -e "${gz%.gz}" ]; then gunzip -k "$gz"; fi; done
 export PYTHONPATH="/tmp/site:$PWD" SWEEP_DATA_DIR="$data" PYTHONUNBUFFERED=1
 python3 benchmarks/gpu_check.py --out "$out"
 tar -czf "$out.tar.gz" -C "$(dirname "$out")" "$(basename "$out")"
