@@ -241,7 +241,7 @@ def run(
     sweep = summary.plan
     _say_quarantined(sweep.folder.quarantined)
     typer.echo(
-        f"sweep {summary.sweep_id}: {len(sweep.runs)} runs asked, {len(sweep.done)} already in {out}, "
+        f"sweep {summary.sweep_id}: {len(sweep.done) + summary.asked} runs asked, {len(sweep.done)} already in {out}, "
         f"{len(summary.trained)} trained now ({summary.resumed} resumed) in {summary.seconds:.0f} s, "
         f"{len(summary.failed)} failed"
     )
