@@ -17,6 +17,7 @@ from analysis.stats import (
     LAST_K,
     MAX_VARIANCE,
     MORE_SEEDS,
+    UNTIL_DECIDED,
     Options,
     Summary,
     binomial_se,
@@ -92,7 +93,10 @@ def definitions(o: Options = Options()) -> dict[str, str]:
         "a run of one epoch, whose gap is 0 by definition).",
         "rates": f"hit rate: hit runs / seeds; consistent rate: consistent runs / runs long enough to judge; each with "
         f"its {level} Clopper-Pearson interval, which covers the true rate at least {level} of the time for "
-        "every rate and every number of seeds.",
+        "every rate and every number of seeds fixed in advance. A step with runs of `sweep run --until-decided` "
+        "(rule until-decided) is judged instead with Robbins' confidence sequence (the beta-binomial mixture, "
+        f"sweeps/decide.py), which covers the true rate {level} of the time at every number of seeds at once, so "
+        "that stopping when a verdict is reached leaves it valid.",
         "CONSISTENT": "the consistent rate's interval lies at or above 0.5.",
         "LUCKY": "some seed hits, and the consistent rate's interval lies below 0.5.",
         "NEVER": "no seed hits.",
@@ -198,13 +202,17 @@ STEPS_COLUMNS = {
     "n_too_short": "runs with budget < K: neither consistent nor lucky, and left out of the consistent rate",
     "n_hit": "runs at or above the target at some epoch within the budget",
     "hit_rate": "n_hit / n_seeds",
-    "hit_lo": "lower end of the hit rate's Clopper-Pearson interval",
-    "hit_hi": "upper end of the hit rate's Clopper-Pearson interval",
+    "hit_lo": "lower end of the hit rate's interval (Clopper-Pearson, or the confidence sequence: see rule)",
+    "hit_hi": "upper end of the hit rate's interval",
     "n_consistent": "judged runs at or above the target in each of their last K epochs",
     "consistent_rate": "n_consistent / n_judged (empty when no run can be judged)",
-    "consistent_lo": "lower end of the consistent rate's Clopper-Pearson interval",
-    "consistent_hi": "upper end of the consistent rate's Clopper-Pearson interval",
+    "consistent_lo": "lower end of the consistent rate's interval (Clopper-Pearson, or the confidence sequence)",
+    "consistent_hi": "upper end of the consistent rate's interval",
     "verdict": "CONSISTENT, LUCKY, UNDECIDED, NEVER or TOO SHORT (see the definitions)",
+    "rule": "how the verdict and the rates' intervals are computed: fixed (Clopper-Pearson, seeds fixed in advance) or "
+    "until-decided (the anytime-valid confidence sequence: some run came from sweep run --until-decided)",
+    "n_until_decided": "runs collected under --until-decided; between 0 and n_seeds when a fixed sweep was extended "
+    "adaptively, or the reverse",
     **{
         f"p_decided_{m}": f"UNDECIDED only: probability that {m} more seeds decide the verdict (Beta-binomial "
         "predictive)"
@@ -456,6 +464,14 @@ def notices(results: Results, summary: Summary) -> list[str]:
         said.append(
             "Steps have different numbers of seeds (a sweep still running reports the seeds finished so "
             "far); the seeds column says how many each verdict rests on."
+        )
+    adaptive = steps.loc[steps["rule"] == UNTIL_DECIDED, "group"].tolist()
+    if adaptive:
+        extended = steps.loc[(steps["rule"] == UNTIL_DECIDED) & (steps["n_until_decided"] < steps["n_seeds"]), "group"]
+        said.append(
+            f"Seeds until decided: {', '.join(adaptive)} were swept with `sweep run --until-decided`, so their "
+            "verdicts and rates' intervals come from the anytime-valid confidence sequence, not Clopper-Pearson"
+            + (f" (also for the fixed runs that {', '.join(extended)} already had)." if len(extended) else ".")
         )
     if results.unfinished:
         counts = ", ".join(f"{step} {n}" for step, n in sorted(results.unfinished.items()))
