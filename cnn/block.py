@@ -46,6 +46,22 @@ class GroupedLinear(nn.Module):
         return out.transpose(0, 1)  # (B, S, n_out)
 
 
+STACKABLE = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)  # the layers with parameters or buffers that stack() splits
+
+
+def unstackable(model: nn.Module) -> str | None:
+    """The first layer of ``model`` that :func:`stack` cannot split per seed (it has parameters or buffers of its own
+    and is none of :data:`STACKABLE`), as ``Type (name)``; None when every layer stacks."""
+    for name, module in model.named_modules():
+        if _has_state(module) and not isinstance(module, STACKABLE):
+            return f"{type(module).__name__} ({name})"
+    return None
+
+
+def _has_state(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+
+
 def stack(models: Sequence[nn.Module]) -> nn.Module:
     """One network computing ``len(models)`` networks of one architecture side by side (see the module docstring).
 
@@ -77,7 +93,7 @@ def stack(models: Sequence[nn.Module]) -> nn.Module:
             new = nn.BatchNorm2d(module.num_features * S, module.eps, module.momentum, module.affine)
         elif isinstance(module, nn.Linear):
             new = GroupedLinear(parts)
-        elif next(module.parameters(recurse=False), None) is None and next(module.buffers(recurse=False), None) is None:
+        elif not _has_state(module):
             continue
         else:
             raise TypeError(f"cannot stack {type(module).__name__} ({name}): no per-seed split for its parameters")

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from cnn import memory, zoo
+from cnn.block import unstackable
 from cnn.train import PRECISIONS, Run, parse_vary
 from sweeps import BadSweep, decide, layout, results
 from sweeps.layout import RunKey
@@ -195,6 +196,11 @@ def block_sizes(config: SweepConfig, runs: list[Run]) -> tuple[dict[str, int], l
     budget, size = config.trial_memory(), config.block_size
     sizes, notes = {}, []
     for run in {r.step: r for r in runs}.values():
+        layer = unstackable(run.spec.build(run.recipe)) if size > 1 else None
+        if layer:  # a network with such a layer trains one seed per trial
+            sizes[run.step] = 1
+            notes.append(f"{run.step}: 1 seed per trial, not {size}: its {layer} cannot be split per seed")
+            continue
         sizes[run.step] = size if budget is None else memory.largest_block(run, size, budget)
         if sizes[run.step] == size:
             continue

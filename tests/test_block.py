@@ -230,3 +230,14 @@ def test_a_block_is_one_step_and_recipe_with_distinct_seeds():
         check_block([*runs("s003-model4", [0], epochs=2), *runs("s003-model4", [1], epochs=3)])
     with pytest.raises(ValueError, match="each seed once"):
         check_block(runs("s003-model4", [0, 0]))
+
+
+def test_every_zoo_network_stacks_and_a_layer_without_a_per_seed_split_is_named():
+    from cnn.block import unstackable
+
+    assert [s for s in zoo.list_steps() if unstackable(zoo.get_step(s).model())] == []
+    odd = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.LayerNorm([4, 26, 26]))
+    assert unstackable(odd) == "LayerNorm (1)"
+    with pytest.raises(TypeError, match=r"cannot stack LayerNorm \(1\)"):
+        stack([odd, copy.deepcopy(odd)])
+    assert stack([odd]) is odd  # one seed: the network itself, whatever its layers
