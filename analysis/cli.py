@@ -8,6 +8,7 @@ command runs.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -51,6 +52,21 @@ def report(
             show_default="pooled",
         ),
     ] = None,
+    compare: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            metavar="A B",
+            help="Compare B with A, from any submissions: step names, group labels as the report prints them, or "
+            "glob patterns. P(B > A) with its interval, the Mann-Whitney p and the image test, in words too.",
+        ),
+    ] = None,
+    steps_from: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A step file of your own (as for `sweep run`): a note names any of its steps whose rows here came "
+            "from an earlier version of the file. Repeat for several."
+        ),
+    ] = None,
     json_: Annotated[
         bool,
         typer.Option("--json", help="Only print the per-step summary as JSON, for scripts: no report is written."),
@@ -72,8 +88,15 @@ def report(
         n_bootstrap=bootstrap,
         random_state=bootstrap_seed,
         split=tuple(split or ()),
+        compare=compare,
     )
     results = load_results(out, options.split)
+    if steps_from:
+        from sweeps.plan import changed_steps
+
+        rows = results.epochs[["step", "recipe_hash", "quick", "epochs"]].drop_duplicates()
+        _, notes = changed_steps(rows.itertuples(index=False, name=None), steps_from)
+        results = replace(results, notes=notes)
     for damaged, moved_to in results.quarantined:
         typer.echo(
             f"moved damaged {damaged} to {moved_to} (with its run's other file); the next sweep run trains the "
@@ -89,7 +112,9 @@ def report(
     except OSError as e:
         raise ReportError(f"cannot write the report: {e}") from None
     typer.echo(verdict_text(results, summary))
-    tables = ", ".join(p.name for p in (paths.steps_csv, paths.runs_csv, paths.progression_csv))
+    tables = ", ".join(
+        p.name for p in (paths.steps_csv, paths.runs_csv, paths.progression_csv, paths.comparison_csv) if p
+    )
     typer.echo(f"\nreport: {paths.html}\ntables beside it: {tables}")
 
 

@@ -66,6 +66,8 @@ STEP_OPTIONAL = [
     "target_params",
     "target_epochs",
     "target_source",
+    "step_file",
+    "step_package",
 ]
 
 
@@ -79,6 +81,7 @@ class Results:
     out: Path
     unfinished: dict[str, int] = field(default_factory=dict)  # step -> runs in flight, interrupted or failed
     quarantined: list[tuple[Path, Path]] = field(default_factory=list)  # damaged files moved aside now: (from, to)
+    notes: list[str] = field(default_factory=list)  # what the command found beyond the rows (sweep report --steps-from)
 
 
 def load_results(out: Path, split: tuple[str, ...] = ()) -> Results:

@@ -13,7 +13,7 @@ import html
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ class ReportPaths:
     runs_csv: Path
     progression_csv: Path
     summary: Summary
+    comparison_csv: Path | None = None  # only with `sweep report --compare`
 
 
 def write_report(results: Results, summary: Summary, html_path: Path) -> ReportPaths:
@@ -56,6 +57,9 @@ def write_report(results: Results, summary: Summary, html_path: Path) -> ReportP
     summary.progression.to_csv(paths.progression_csv, index=False)
     if len(summary.sources):  # only for steps swept under several --vary settings
         summary.sources.to_csv(html_path.with_name("sources.csv"), index=False)
+    if len(summary.comparison):
+        paths = replace(paths, comparison_csv=html_path.with_name("comparison.csv"))
+        summary.comparison.to_csv(paths.comparison_csv, index=False)
     return paths
 
 
@@ -82,6 +86,7 @@ def render_html(results: Results, summary: Summary, figures: dict[str, str | Non
         "<h2>Verdicts</h2>",
         _table(_verdict_table(steps), "verdict-table", html_cols={"verdict", "params", "epochs"}),
         f'<p class="note">{html.escape(words.verdict_legend(o))}</p>',
+        *(_comparison_html(summary) if len(summary.comparison) else []),
         "<h2>Why, per step</h2>",
         '<p class="note">Each line is the verdict and why; open it for the statistics behind it.</p>',
         *(_submission_html(sub, steps, summary.progression, o) for sub in steps["submission"].unique()),
@@ -206,14 +211,24 @@ def _sources_html(table: pd.DataFrame) -> list[str]:
     return ["<h2>Which source of randomness makes a step lucky</h2>", *said, _table(shown, "sources-table")]
 
 
-def _progression_table(progression: pd.DataFrame) -> pd.DataFrame:
+def _comparison_html(summary: Summary) -> list[str]:
+    """What `sweep report --compare A B` asked: each pair in words, then the table."""
+    said = [
+        f"<p>{html.escape(words.comparison_words(p, summary.options))}</p>" for p in summary.comparison.itertuples()
+    ]
+    return ["<h2>Comparison</h2>", *said, _table(_progression_table(summary.comparison, "A", "B"), "comparison-table")]
+
+
+def _progression_table(progression: pd.DataFrame, before: str = "before", after: str = "after") -> pd.DataFrame:
+    """A row per pair of `Summary.progression`, or of `Summary.comparison` (which has no submission column), with the
+    two groups called `before` and `after`."""
     p = progression
     return pd.DataFrame(
         {
-            "submission": p["submission"],
-            "before → after": p["before"] + " → " + p["after"],
+            **({"submission": p["submission"]} if "submission" in p else {}),
+            f"{before} → {after}": p["before"] + " → " + p["after"],
             "seeds": p["n_before"].astype(str) + " → " + p["n_after"].astype(str),
-            "P(after > before), CI": [
+            f"P({after} > {before}), CI": [
                 f"{num(v)} ({num(lo)}, {num(hi)})" if pd.notna(lo) else f"{num(v)} (no CI)"
                 for v, lo, hi in zip(p["p_improve"], p["p_improve_lo"], p["p_improve_hi"])
             ],

@@ -6,6 +6,7 @@ Shapes (percent accuracies throughout):
 - `runs`: one row per run (group, seed), from `run_summary`;
 - `steps`: one row per comparable group, from `step_summary`, ordered by submission, order, group;
 - `progression`: one row per pair of consecutive steps within a submission, from `progression`;
+- `comparison`: one row per pair of groups that `sweep report --compare A B` names, from `comparison`;
 - `correct`: per-image correctness of one group's seeds, bool of shape (seeds, test images).
 
 Every run statistic counts epochs 1..budget only, where a run's budget is the smaller of the step's epoch budget
@@ -21,6 +22,8 @@ were added while looking at the verdict, gets the anytime-valid confidence seque
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import itertools
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -58,6 +61,7 @@ class Options:
     n_bootstrap: int = 2_000  # bootstrap resamples, and permutations of the Mann-Whitney test
     random_state: int = 0  # seed of every bootstrap and permutation
     split: tuple[str, ...] = ()  # pooled columns whose values are reported apart (analysis.load.SPLITTABLE)
+    compare: tuple[str, str] | None = None  # (A, B): steps or groups, or glob patterns, compared B against A
 
     def __post_init__(self):
         """Every option is checked here, before anything is read; the messages name the `sweep report` options."""
@@ -90,6 +94,7 @@ class Summary:
     progression: pd.DataFrame
     options: Options
     sources: pd.DataFrame  # from `sources`: empty unless a step was swept under several --vary settings
+    comparison: pd.DataFrame  # from `comparison`: empty unless `options.compare` is set
 
 
 # --- test-set noise --------------------------------------------------------------------------------------------
@@ -591,48 +596,81 @@ def change(p_improve: float, p_value: float, n_before: int, n_after: int, confid
 def progression(
     runs: pd.DataFrame, correct: dict[str, np.ndarray], steps: pd.DataFrame, options: Options = Options()
 ) -> pd.DataFrame:
-    """Each step against the step before it in its submission (by `order`), on final accuracy.
+    """Each step against the step before it in its submission (by `order`), on final accuracy (`versus`).
 
     Only groups with the same quick flag are compared; a step with several groups is compared group by group.
-    correct: per group, `correct` (seeds, images), as from `final_predictions`. Columns: PROGRESSION_COLUMNS, i.e.
-    P(after > before) with its BCa interval over seeds and the Mann-Whitney p, the difference of median final
-    accuracies, the change it adds up to, and the pooled image test over the seeds with predictions (`image_test`).
+    correct: per group, `correct` (seeds, images), as from `final_predictions`. Columns: PROGRESSION_COLUMNS.
     """
-    o = options
     final = runs.groupby("group")["final_acc"].apply(np.asarray)
     rows = []
     for (sub, _), chunk in steps.dropna(subset=["order"]).groupby(["submission", "quick"], sort=False):
         by_step = [c["group"].tolist() for _, c in chunk.groupby("order", sort=True)]
         for earlier, later in zip(by_step, by_step[1:]):
             for before, after in itertools.product(earlier, later):
-                x, y = final[after], final[before]
-                lo, hi = probability_of_improvement_ci(x, y, o.confidence, o.n_bootstrap, o.random_state)
-                p_improve, p_value = (
-                    float(probability_of_improvement(x, y)),
-                    mann_whitney_p(x, y, o.n_bootstrap, o.random_state),
-                )
-                b, a = correct.get(before), correct.get(after)
-                paired = b is not None and a is not None and b.shape[1] == a.shape[1]
-                images = image_test(b, a) if paired else dict.fromkeys(["fixed", "broken", "image_p"], np.nan)
-                rows.append(
-                    {
-                        "submission": sub,
-                        "before": before,
-                        "after": after,
-                        "n_before": len(y),
-                        "n_after": len(x),
-                        "p_improve": p_improve,
-                        "p_improve_lo": lo,
-                        "p_improve_hi": hi,
-                        "mann_whitney_p": p_value,
-                        "median_diff": np.median(x) - np.median(y),
-                        "change": change(p_improve, p_value, len(y), len(x), o.confidence),
-                        "images_before": len(b) if paired else 0,
-                        "images_after": len(a) if paired else 0,
-                        **images,
-                    }
-                )
+                rows.append({"submission": sub, **versus(before, after, final, correct, options)})
     return pd.DataFrame(rows, columns=PROGRESSION_COLUMNS)
+
+
+COMPARISON_COLUMNS = PROGRESSION_COLUMNS[1:]  # B is `after`, A is `before`
+
+
+def comparison(
+    runs: pd.DataFrame, correct: dict[str, np.ndarray], steps: pd.DataFrame, options: Options = Options()
+) -> pd.DataFrame:
+    """`options.compare` = (A, B): each group of B against each group of A with the same quick flag (`versus`), from
+    any submissions. A and B are step names, group labels, or glob patterns over either. Columns: COMPARISON_COLUMNS.
+    Raises ReportError, naming the closest groups, where A or B matches nothing, and where no pair is left. Empty
+    without `options.compare`."""
+    if not options.compare:
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
+    final, quick = runs.groupby("group")["final_acc"].apply(np.asarray), steps.set_index("group")["quick"]
+    a, b = (_matching(steps, name) for name in options.compare)
+    pairs = [(x, y) for x in a for y in b if x != y and quick[x] == quick[y]]
+    if not pairs:
+        why = "names one group twice" if a == b else "pairs quick runs only with full ones, which are never compared"
+        raise ReportError(f"--compare {' '.join(options.compare)} {why}")
+    return pd.DataFrame([versus(x, y, final, correct, options) for x, y in pairs], columns=COMPARISON_COLUMNS)
+
+
+def _matching(steps: pd.DataFrame, name: str) -> list[str]:
+    """The groups that `name` names: a group label or step name, or a glob pattern over them."""
+    labels, names = steps["group"].tolist(), steps["step"].tolist()
+    exact = [g for g, step in zip(labels, names) if name in (g, step)]
+    found = exact or [
+        g for g, step in zip(labels, names) if fnmatch.fnmatchcase(g, name) or fnmatch.fnmatchcase(step, name)
+    ]
+    if not found:
+        close = difflib.get_close_matches(name, dict.fromkeys(labels + names), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; the groups here are {', '.join(labels)}"
+        raise ReportError(f"--compare: no step or group {name!r} in this folder{hint}")
+    return found
+
+
+def versus(before: str, after: str, final: pd.Series, correct: dict[str, np.ndarray], o: Options) -> dict:
+    """Group `after` against group `before` on final accuracy: P(after > before) with its BCa interval over seeds and
+    the Mann-Whitney p, the difference of median final accuracies, the change it adds up to, and the pooled image test
+    over the seeds with predictions (`image_test`). final: per group, its runs' final accuracies; correct: per group,
+    `correct` (seeds, images), as from `final_predictions`. A row of PROGRESSION_COLUMNS without its submission."""
+    x, y = final[after], final[before]
+    lo, hi = probability_of_improvement_ci(x, y, o.confidence, o.n_bootstrap, o.random_state)
+    p_improve, p_value = float(probability_of_improvement(x, y)), mann_whitney_p(x, y, o.n_bootstrap, o.random_state)
+    b, a = correct.get(before), correct.get(after)
+    paired = b is not None and a is not None and b.shape[1] == a.shape[1]
+    return {
+        "before": before,
+        "after": after,
+        "n_before": len(y),
+        "n_after": len(x),
+        "p_improve": p_improve,
+        "p_improve_lo": lo,
+        "p_improve_hi": hi,
+        "mann_whitney_p": p_value,
+        "median_diff": np.median(x) - np.median(y),
+        "change": change(p_improve, p_value, len(y), len(x), o.confidence),
+        "images_before": len(b) if paired else 0,
+        "images_after": len(a) if paired else 0,
+        **(image_test(b, a) if paired else dict.fromkeys(["fixed", "broken", "image_p"], np.nan)),
+    }
 
 
 def summarize(results: Results, options: Options = Options()) -> Summary:
@@ -657,6 +695,7 @@ def summarize(results: Results, options: Options = Options()) -> Summary:
         progression=progression(runs, correct, steps, options),
         options=options,
         sources=sources(runs, steps),
+        comparison=comparison(runs, correct, steps, options),
     )
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis.load import Results
 from analysis.stats import MORE_SEEDS, Summary
-from analysis.words import notices, num, terminal_legend
+from analysis.words import comparison_words, notices, num, terminal_legend
 
 WIDTH = 120
 NBSP = "\xa0"  # textwrap never breaks a line there
@@ -56,7 +56,8 @@ def verdict_text(results: Results, summary: Summary) -> str:
     rows = [table.columns.tolist(), *table.itertuples(index=False)]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
     legend = terminal_legend(summary.options, undecided=(summary.steps["verdict"] == "UNDECIDED").any())
-    paragraphs = [legend, *(f"Note: {n}" for n in notices(results, summary))]
+    compared = [f"Comparison: {comparison_words(p, summary.options)}" for p in summary.comparison.itertuples()]
+    paragraphs = [legend, *compared, *(f"Note: {n}" for n in notices(results, summary))]
     return "\n".join(lines) + "\n\n" + "\n\n".join(map(_wrap, paragraphs))
 
 

@@ -148,6 +148,9 @@ def definitions(o: Options = Options()) -> dict[str, str]:
         f"from the permutation distribution (exact up to {o.n_bootstrap:,} arrangements); change: "
         f"improved or got worse when p < {1 - o.confidence:.2f}, too few seeds to tell when even "
         "complete separation could not get there, no clear change otherwise.",
+        "comparison": "sweep report --compare A B: each group of B against each group of A with the same --quick "
+        "flag, from any submissions, with the statistics of the progression (B in the place of the later step, A of "
+        "the earlier); A and B are step names, group labels, or glob patterns over them.",
         "image test": "over the seeds of both steps with per-image predictions: per image, d = share of the later "
         "step's seeds right - share of the earlier step's seeds right. Images fixed / broken: right "
         "for a random seed of the later step and wrong for one of the earlier, and the reverse. p: "
@@ -176,16 +179,18 @@ def option_value(name: str, value):
         return "each step's recipe epochs"
     if name == "split":
         return ", ".join(value) or "none: engines, block sizes and devices pooled"
+    if name == "compare":
+        return f"{value[1]} against {value[0]}" if value else "none"
     return value
 
 
 STEPS_COLUMNS = {
     "group": f"comparable group: {comparable()} (its label names the step, and more only where needed)",
     "step": "step name",
-    "submission": "seed file prefix of the step",
+    "submission": "seed file prefix of the step, or the stem of the step file it comes from",
     "order": "the step's place within its submission",
     "title": "the step's heading in its seed file",
-    "source": "seed file and section the step comes from",
+    "source": "seed file and section the step comes from, or its step file",
     "recipe_hash": "hash of the network and the effective recipe",
     "quick": "runs trained with --quick",
     "overridden": "some run had command-line recipe overrides",
@@ -357,15 +362,9 @@ def details(s, progression: pd.DataFrame, o: Options) -> str:
     parts.append(spread_words(s))
     parts.append(f"Median final accuracy {num(s.final_median)} % ({median_interval(s, o)}).")
     for p in progression[progression["after"] == s.group].itertuples():
-        parts.append(
-            f"Against {p.before}: P(better) = {num(p.p_improve)} ({improvement_interval(p, o)}), Mann-Whitney "
-            f"p {p_value(p.mann_whitney_p, '= ')}: {p.change}; median change {num(p.median_diff, '+.2f')} pp."
-        )
-        if p.images_before:
-            parts.append(
-                f"Per image, a seed of it fixes {num(p.fixed, '.1f')} test images that a seed of {p.before} gets "
-                f"wrong and breaks {num(p.broken, '.1f')} (image test p {p_value(p.image_p, '= ')})."
-            )
+        median = num(p.median_diff, "+.2f")
+        parts.append(f"Against {p.before}: P(better) = {better(p, o)}: {p.change}; median change {median} pp.")
+        parts += per_image(p, "it")
     if pd.notna(s.claim_best_pct):
         claim = "claim" if s.claim_basis == "as claimed" else f"log (best to epoch {s.budget})"
         parts.append(
@@ -384,6 +383,41 @@ def details(s, progression: pd.DataFrame, o: Options) -> str:
             f"{assumed or 'nothing the seed does not state'}."
         )
     return " ".join(parts)
+
+
+def better(p, o: Options) -> str:
+    """P(after > before) with its interval, and the Mann-Whitney p (a row of `Summary.progression` or
+    `Summary.comparison`)."""
+    return f"{num(p.p_improve)} ({improvement_interval(p, o)}), Mann-Whitney p {p_value(p.mann_whitney_p, '= ')}"
+
+
+def per_image(p, it: str) -> list[str]:
+    """The image test of a row of `Summary.progression` or `Summary.comparison`, where there is one; `it` names the
+    later group."""
+    if not p.images_before:
+        return []
+    return [
+        f"Per image, a seed of {it} fixes {num(p.fixed, '.1f')} test images that a seed of {p.before} gets wrong and "
+        f"breaks {num(p.broken, '.1f')} (image test p {p_value(p.image_p, '= ')})."
+    ]
+
+
+def comparison_words(p, o: Options) -> str:
+    """A row of `Summary.comparison` (B = after, A = before) in words: what it adds up to, then the numbers."""
+    a, b, alpha = p.before, p.after, f"{1 - o.confidence:.2f}"
+    said = {
+        "improved": f"{b} is better than {a} (Mann-Whitney p below {alpha}).",
+        "got worse": f"{b} is worse than {a} (Mann-Whitney p below {alpha}).",
+        "no clear change": f"No clear difference between {b} and {a}: with these seeds, Mann-Whitney p is not below "
+        f"{alpha}.",
+        "too few seeds to tell": f"Too few seeds to tell {b} from {a}: even if every seed of one beat every seed of "
+        f"the other, {p.n_after} and {p.n_before} seeds could not bring Mann-Whitney p below {alpha}.",
+    }[p.change]
+    odds = (
+        f"A seed of {b} ends above a seed of {a} {num(p.p_improve, '.0%')} of the time (ties count half): "
+        f"P({b} > {a}) = {better(p, o)}; median difference {num(p.median_diff, '+.2f')} pp."
+    )
+    return " ".join([f"{b} against {a}: {said}", odds, *per_image(p, b)])
 
 
 def median_interval(s, o: Options) -> str:
@@ -488,7 +522,7 @@ def notices(results: Results, summary: Summary) -> list[str]:
             f"{plural(missing, 'finished run')} {have} no predictions file yet; the image test and the per-image "
             "variance split use the seeds that have one."
         )
-    return said
+    return said + results.notes
 
 
 def quick_sweep(steps: pd.DataFrame, out, o: Options) -> str:
@@ -496,6 +530,8 @@ def quick_sweep(steps: pd.DataFrame, out, o: Options) -> str:
     full runs, in a folder of their own (a quick folder takes no full rows)."""
     names = steps["step"].unique().tolist()
     which = " ".join(names) if len(names) <= 6 else "all"  # many steps: the whole zoo, as the README's quick sweep
+    files = steps.loc[steps["step_package"].isna(), "step_file"].dropna().unique()  # packages' steps are always there
+    which += "".join(f" --steps-from {shlex.quote(str(f))}" for f in files)
     full = shlex.quote(f"{str(out).rstrip('/')}-full")
     return (
         f"A quick sweep: every run trained {plural(steps['run_epochs'].max(), 'epoch')} on a tenth of the training "

@@ -13,16 +13,21 @@ in its prose too ("epoch 13th" is its log's ``EPOCH:13``), so its "15th epoch" i
 To add a step, copy an entry of the list at the end of this file: a network in :mod:`cnn.models`, the recipe with
 only the values that differ from the defaults, the claims as the seed states them, the seed's own target with its
 line, and a reason for every value the seed does not state.
+
+Steps of one's own live outside the zoo, in a step file or an installed package (:mod:`cnn.stepfiles`): each
+:func:`declare` there is one step, and the same rules apply.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import fnmatch
 import hashlib
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -121,6 +126,20 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a step from outside the zoo was declared: a step file, or a module of an installed package
+    (:mod:`cnn.stepfiles` fills it in when it loads the step)."""
+
+    file: str  # the step file, absolute; for a package's step, its module's file
+    sha256: str  # of the file's bytes, as `sha256sum` prints it
+    code: str  # 12 hex digits over the code the step's network runs (cnn.stepfiles.code_hash); in the recipe hash
+    module: str  # what travels to the workers by value: the file's module, or the package's top-level module
+    submission: str  # the file's stem, or the entry point's name: the steps of one file form one progression
+    package: str = ""  # "<distribution> <version>" for a step from an installed package
+    block: str = ""  # why its network cannot train with other seeds as one block network; "" where it can
+
+
+@dataclass(frozen=True)
 class Step:
     name: str  # s<submission>-<step>, e.g. s001-model3
     title: str  # the step's heading in the seed file
@@ -130,14 +149,19 @@ class Step:
     claims: Claims
     assumptions: dict[str, str]  # recipe field (or "network") -> why we assumed its value
     target: Target  # what the seed set out to reach with this step
+    origin: Origin | None = None  # None for the zoo's own steps
 
     @property
     def submission(self) -> str:
-        return self.name[1:4]
+        return self.origin.submission if self.origin else self.name[1:4]
 
     @property
     def source(self) -> str:
-        return SOURCES[self.submission]
+        """The seed file, or the step file (and package) the step was declared in."""
+        if self.origin is None:
+            return SOURCES[self.submission]
+        name = self.origin.file.rpartition("/")[2]
+        return f"{name} ({self.origin.package})" if self.origin.package else name
 
     def model(self) -> nn.Module:
         return self.build(self.recipe)
@@ -159,6 +183,7 @@ SOURCES = {
 }
 
 _STEPS: dict[str, Step] = {}
+LISTED = "`sweep steps` lists them (steps of your own need --steps-from FILE)"
 
 
 def register(step: Step) -> Step:
@@ -166,6 +191,18 @@ def register(step: Step) -> Step:
         raise ValueError(f"step {step.name} registered twice")
     _STEPS[step.name] = step
     return step
+
+
+@contextlib.contextmanager
+def including(steps: Iterable[Step]) -> Iterator[None]:
+    """The zoo with ``steps`` (from step files or packages) registered too, for as long as the block runs: a command
+    sees the steps it was given, and no others."""
+    added = [register(s) for s in steps]
+    try:
+        yield
+    finally:
+        for s in added:
+            del _STEPS[s.name]
 
 
 def list_steps(pattern: str = "*") -> list[str]:
@@ -176,7 +213,7 @@ def list_steps(pattern: str = "*") -> list[str]:
 def get_step(name: str) -> Step:
     if name not in _STEPS:
         close = difflib.get_close_matches(name, _STEPS, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; `sweep steps` lists them"
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; {LISTED}"
         raise UnknownStep(f"unknown step {name!r}{hint}")
     return _STEPS[name]
 
@@ -187,7 +224,7 @@ def select(patterns: list[str]) -> list[Step]:
     for p in patterns:
         found = list_steps() if p == "all" else list_steps(p) if any(c in p for c in "*?[") else [get_step(p).name]
         if not found:
-            raise UnknownStep(f"pattern {p!r} matches no step; `sweep steps` lists them")
+            raise UnknownStep(f"pattern {p!r} matches no step; {LISTED}")
         names += [n for n in found if n not in names]
     return sorted((_STEPS[n] for n in names), key=lambda s: (s.submission, s.order))
 
@@ -218,8 +255,11 @@ def summary(model: nn.Module, input_size=(1, 28, 28)) -> list[tuple[str, tuple[i
 
 def recipe_hash(step: Step, recipe: Recipe, layers: str, quick: bool) -> str:
     """12 hex digits over what makes two runs comparable: the network's ``layers`` (its repr), the effective recipe,
-    quick or not."""
-    blob = json.dumps([step.name, layers, dataclasses.asdict(recipe), quick], sort_keys=True)
+    quick or not; and for a step from outside the zoo, the code its network runs (:attr:`Origin.code`), which the zoo
+    does not cover (its networks are this package's own code, and its hashes stay as they were, so that its results
+    folders stay valid)."""
+    parts = [step.name, layers, dataclasses.asdict(recipe), quick] + ([step.origin.code] if step.origin else [])
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -240,8 +280,80 @@ def describe(step: Step) -> Description:
     return Description(step, count_params(model), recipe, step.assumption_lines(), summary(model))
 
 
+# --- steps of one's own ----------------------------------------------------------------------------------------------
+
+# What a step file gets for a recipe value it leaves out: the Recipe's default, and epochs and batch size (which every
+# seed states) as the session-7 class code would have them; each listed as an assumption, with this reason.
+FILE_DEFAULTS = {"epochs": 15, "batch_size": 128}
+FILE_REASONS = {
+    "epochs": "the assignment's epoch budget",
+    "optimizer": "SGD, the only optimizer the trainer runs",
+    "scheduler": "no scheduler",
+    "dropout": "0: its dropout layers, if any, drop nothing",
+    "rotation": "the session-7 class code's RandomRotation((-7, 7), fill=(1,))",
+    "fill": "the session-7 class code's RandomRotation((-7, 7), fill=(1,))",
+    "mean": "the session-7 class code's Normalize((0.1307,), (0.3081,))",
+    "std": "the session-7 class code's Normalize((0.1307,), (0.3081,))",
+}
+FOR_SCHEDULER = {"step_size": ("step",), "gamma": ("step", "plateau"), "patience": ("plateau",)}  # else unused
+INFORMATIONAL = ("activation",)  # recorded, never used by the trainer: nothing to assume
+
+
+def declare(
+    name: str,
+    build: Callable[[Recipe], nn.Module],
+    *,
+    title: str = "",
+    claims: Claims = Claims(),
+    target: Target = Target(),
+    assumptions: dict[str, str] | None = None,
+    **recipe,
+) -> Step:
+    """Declare a step in a step file (or an installed package's steps module, :mod:`cnn.stepfiles`): the step is
+    appended to the calling module's ``STEPS`` list, which is what the loader reads, and returned.
+
+    ``build(recipe)`` returns the network, mapping (B, 1, 28, 28) to (B, 10) log-probabilities; a class whose
+    ``__init__`` takes the recipe will do. ``recipe`` holds the :class:`Recipe` values the file states; each one it
+    leaves out takes the default and is listed as an assumption with its reason, as in the zoo. ``assumptions`` adds the
+    file's own reasons (for a value it states but guessed, or ``"network"``). The network's ``nn.Dropout`` layers
+    draw the trainer's masks (:class:`OwnDropout`)."""
+    fields = [f.name for f in dataclasses.fields(Recipe)]
+    unknown = sorted(set(recipe) - set(fields))
+    if unknown:
+        raise BadRecipe(f"recipe: no value {unknown[0]!r}; a recipe has {', '.join(fields)}")
+    values = Recipe(**{**FILE_DEFAULTS, **recipe})
+    left_out = [
+        f
+        for f in fields
+        if f not in recipe and f not in INFORMATIONAL and values.scheduler in FOR_SCHEDULER.get(f, SCHEDULERS)
+    ]
+    reasons = {f: f"the step file does not say; {FILE_REASONS.get(f, CLASS_CODE_VALUE)}" for f in left_out}
+    steps = sys._getframe(1).f_globals.setdefault("STEPS", [])  # the caller's module: the step file
+    step = Step(name, title, len(steps) + 1, OwnDropout(build), values, claims, reasons | (assumptions or {}), target)
+    steps.append(step)
+    return step
+
+
+@dataclass(frozen=True)
+class OwnDropout:
+    """A step file's network builder whose ``nn.Dropout`` layers become :class:`cnn.models.Dropout`, so that they draw
+    the trainer's counter-based masks: the same for a seed alone or in a block, and held still by ``--vary``.
+    torch's own would draw from the global generator."""
+
+    build: Callable[[Recipe], nn.Module]
+
+    def __call__(self, recipe: Recipe) -> nn.Module:
+        model = self.build(recipe)
+        for name, m in list(model.named_modules()):
+            if name and type(m) is nn.Dropout:
+                parent, _, attr = name.rpartition(".")
+                setattr(model.get_submodule(parent), attr, models.Dropout(m.p, m.inplace))
+        return model
+
+
 # Why-texts shared by many steps, listed before the steps so that every entry reads alone.
-CLASS_CODE = "the seed does not say; the session-7 class code's value"
+CLASS_CODE_VALUE = "the session-7 class code's value"
+CLASS_CODE = f"the seed does not say; {CLASS_CODE_VALUE}"
 SGD = "the seed does not name its optimizer; SGD in the session-7 class code"
 NO_SCHEDULER = "the seed names no scheduler and prints no learning rate"
 AUG = "the seed names no augmentation; the session-7 class code's RandomRotation((-7, 7), fill=(1,))"

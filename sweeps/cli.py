@@ -49,6 +49,11 @@ app = typer.Typer(
     add_completion=False,
 )
 OUT_HELP = "Results folder (a Parquet dataset)."
+STEPS_FROM = typer.Option(
+    help="A step file: Python that declares steps of your own with cnn.zoo.declare (README, 'Your own model'). Repeat "
+    "for several. Installed packages' steps (entry-point group cnn_sweeps.steps) are always there.",
+    show_default="the zoo and installed packages' steps",
+)
 
 
 def _version(value: bool) -> None:
@@ -69,23 +74,42 @@ def _options(
 
 
 @app.command()
-def steps(name: Annotated[str | None, typer.Argument(help="Show one step in full.")] = None) -> None:
-    """List the step models of the zoo, or show one in full: recipe, claims, the seed's own target, assumptions."""
+def steps(
+    name: Annotated[str | None, typer.Argument(help="Show one step in full.")] = None,
+    steps_from: Annotated[list[Path] | None, STEPS_FROM] = None,
+) -> None:
+    """List the step models of the zoo (and of your step files), or show one in full: recipe, claims, the seed's own
+    target, assumptions, network."""
+    from cnn import stepfiles, zoo
+
+    with stepfiles.using(steps_from or ()):
+        if name is None:
+            _list_steps(zoo.select(["all"]))
+        else:
+            _describe(zoo.describe(zoo.get_step(name)))
+
+
+def _list_steps(steps) -> None:
     from cnn import zoo
 
-    if name is None:
-        typer.echo(f"{'step':<20} {'params':>9} {'epochs':>6} {'batch':>5} {'claimed':>7} {'assumed':>7}  source")
-        for s in zoo.select(["all"]):
-            claim = f"{s.claims.best_test:.2f}" if s.claims.best_test else "-"
-            params = zoo.count_params(s.model())
-            typer.echo(
-                f"{s.name:<20} {params:>9,} {s.recipe.epochs:>6} {s.recipe.batch_size:>5} {claim:>7} "
-                f"{len(s.assumptions):>7}  {s.source} > {s.title}"
-            )
-        return
-    d = zoo.describe(zoo.get_step(name))
+    typer.echo(f"{'step':<20} {'params':>9} {'epochs':>6} {'batch':>5} {'claimed':>7} {'assumed':>7}  source")
+    for s in steps:
+        claim = f"{s.claims.best_test:.2f}" if s.claims.best_test else "-"
+        params = zoo.count_params(s.model())
+        typer.echo(
+            f"{s.name:<20} {params:>9,} {s.recipe.epochs:>6} {s.recipe.batch_size:>5} {claim:>7} "
+            f"{len(s.assumptions):>7}  {s.source}" + (f" > {s.title}" if s.title else "")
+        )
+
+
+def _describe(d) -> None:
     s, c, t = d.step, d.step.claims, d.step.target
-    typer.echo(f"{s.name}: {s.title}  ({s.source}, step {s.order} of submission {s.submission})")
+    title = f": {s.title}" if s.title else ""
+    typer.echo(f"{s.name}{title}  ({s.source}, step {s.order} of submission {s.submission})")
+    if s.origin:
+        typer.echo(f"from: {s.origin.file} (sha256 {s.origin.sha256}; its network's code hashes to {s.origin.code})")
+        if s.origin.block:
+            typer.echo(f"trains one seed per trial: {s.origin.block}")
     typer.echo(f"params: {d.params:,}" + (f" (seed says {c.params:,})" if c.params else ""))
     typer.echo("recipe:")
     for field, value, assumed in d.recipe:
@@ -97,10 +121,10 @@ def steps(name: Annotated[str | None, typer.Argument(help="Show one step in full
         typer.echo(f"  log        {' '.join(f'{a:.2f}' for a in c.log)}")
     if c.note:
         typer.echo(f"  note       {c.note}")
-    typer.echo("target (the seed's own):")
+    typer.echo(f"target (the {'step file' if s.origin else 'seed'}'s own):")
     for label, v in (("accuracy", t.accuracy), ("params <", t.params), ("epochs <=", t.epochs)):
         typer.echo(f"  {label:<11} {'-' if v is None else f'{v:,}'}")
-    typer.echo(f"  source     {t.source}")
+    typer.echo(f"  source     {t.source or '-'}")
     typer.echo("assumptions:" if d.assumptions else "assumptions: none")
     for line in d.assumptions:
         typer.echo(f"  - {line}")
@@ -112,6 +136,7 @@ def steps(name: Annotated[str | None, typer.Argument(help="Show one step in full
 @app.command()
 def run(
     steps: Annotated[list[str], typer.Argument(help="Step names or glob patterns (quote them), or 'all'.")],
+    steps_from: Annotated[list[Path] | None, STEPS_FROM] = None,
     seeds: Annotated[int | None, typer.Option(help="Seeds per step.", show_default="5, or 2 with --quick")] = None,
     seed_start: Annotated[int, typer.Option(help="First seed; raise it to add seeds to an existing sweep.")] = 0,
     out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("results"),
@@ -209,6 +234,7 @@ def run(
 
     config = SweepConfig(
         steps=tuple(steps),
+        steps_from=tuple(steps_from or ()),
         seeds=_seeds(seeds, quick, until_decided),
         seed_start=seed_start,
         out=out,
@@ -309,10 +335,18 @@ def _say_quarantined(moved) -> None:
 def status(
     out: Annotated[Path, typer.Option(help=OUT_HELP)] = Path("results"),
     json_: Annotated[bool, typer.Option("--json", help="Print the status as JSON, for scripts.")] = False,
+    steps_from: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A step file of your own (as for `sweep run`): its steps are listed even without runs, and a note "
+            "names any whose rows here came from an earlier version of the file. Repeat for several."
+        ),
+    ] = None,
 ) -> None:
     """Show per step the seeds done, unfinished (running or interrupted) and failed, and any quarantined files.
-    Reads only the results folder (and moves damaged files aside)."""
+    Reads only the results folder (and moves damaged files aside), and the step files it is given."""
     from sweeps import layout
+    from sweeps.results import StepStatus
     from sweeps.results import status as read_status
 
     if out.is_file():
@@ -322,9 +356,21 @@ def status(
     folder = layout.read(out)
     _say_quarantined(folder.quarantined)
     table, aside = read_status(out, folder), layout.quarantined(out)
+    notes = []
+    if steps_from:
+        from sweeps.plan import changed_steps
+
+        rows = [
+            (k.step, *(t[c][0].as_py() for c in ("recipe_hash", "quick", "epochs")))
+            for k, t in folder.epochs.items()
+            if t.num_rows
+        ]
+        names, notes = changed_steps(rows, steps_from)
+        table |= {name: StepStatus() for name in names if name not in table}
     if json_:
         steps = {step: dataclasses.asdict(s) for step, s in table.items()}
-        typer.echo(json.dumps({"out": str(out), "steps": steps, "quarantined": [str(p) for p in aside]}, indent=1))
+        quarantined = [str(p) for p in aside]
+        typer.echo(json.dumps({"out": str(out), "steps": steps, "quarantined": quarantined, "notes": notes}, indent=1))
         return
     if not table:
         typer.echo(f"no runs in {out} yet")
@@ -338,6 +384,8 @@ def status(
             typer.echo(f"    seed {seed}: failed: {error}")
     for path in aside:
         typer.echo(f"quarantined: {path}")
+    for note in notes:
+        typer.echo(f"note: {note}")
 
 
 def _ranges(seeds: list[int]) -> str:

@@ -48,7 +48,7 @@ e.g. seed-0003-vary-order-b0.parquet, so that such runs live beside the `all` ru
 
 # (name, type, meaning). `step` is the hive partition (the `step=<name>` folder), so run files do not store it.
 EPOCH_COLUMNS = [
-    ("submission", pa.string(), "seed file prefix: `000` … `004`"),
+    ("submission", pa.string(), "seed file prefix: `000` … `004`; for a step from a step file, the file's stem"),
     ("seed", pa.int64(), "run seed"),
     ("epoch", pa.int32(), "1-based epoch number"),
     ("epochs", pa.int32(), "epochs this run trains for (the recipe's, or the `--epochs` / `--quick` override)"),
@@ -128,10 +128,15 @@ PREDICTION_COLUMNS = [
 ]
 STEP_COLUMNS = [
     ("step", pa.string(), "step name"),
-    ("submission", pa.string(), "`000` … `004`"),
+    (
+        "submission",
+        pa.string(),
+        "`000` … `004`; for a step from a step file, the file's stem (for an installed package's, its entry point's "
+        "name)",
+    ),
     ("order", pa.int32(), "position of the step within its submission's progression (1, 2, …)"),
-    ("title", pa.string(), "heading of the step in the seed file"),
-    ("source", pa.string(), "seed file name"),
+    ("title", pa.string(), "heading of the step in the seed file (a step file's own title for it, or empty)"),
+    ("source", pa.string(), "seed file name, or step file name (with its package and version)"),
     ("params", pa.int64(), "trainable parameters"),
     ("epochs", pa.int32(), "recipe epochs (the epoch budget the student used)"),
     ("batch_size", pa.int32(), "recipe batch size"),
@@ -155,6 +160,18 @@ STEP_COLUMNS = [
         "target_source",
         pa.string(),
         'the seed\'s line number(s) and words for its own target ("(no numbers)" where it sets none)',
+    ),
+    (
+        "step_file",
+        pa.string(),
+        "where a step from outside the zoo was declared, absolute: its step file (`--steps-from`), or the module "
+        "file of its installed package; empty for the zoo's steps",
+    ),
+    ("step_file_sha256", pa.string(), "SHA-256 of that file as the sweep read it (as `sha256sum` prints it)"),
+    (
+        "step_package",
+        pa.string(),
+        "for a step of an installed package (entry-point group `cnn_sweeps.steps`): the distribution and its version",
     ),
 ]
 

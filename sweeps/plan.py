@@ -5,12 +5,13 @@ that train together, one Tune trial each (:class:`Block`). Nothing here starts R
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from cnn import memory, zoo
+from cnn import memory, stepfiles, zoo
 from cnn.block import unstackable
 from cnn.train import PRECISIONS, Run, parse_vary
 from sweeps import BadSweep, decide, layout, results
@@ -30,6 +31,7 @@ class SweepConfig:
     """What ``sweep run`` was asked for. Every option is checked here, before anything starts."""
 
     steps: tuple[str, ...]  # names or glob patterns; "all" is every step
+    steps_from: tuple[Path, ...] = ()  # step files whose steps can be named too (cnn.stepfiles)
     seeds: int = 5  # seeds per step
     seed_start: int = 0  # the first seed
     out: Path = Path("results")
@@ -123,30 +125,51 @@ class SweepConfig:
 
 def plan(config: SweepConfig) -> list[Run]:
     """The runs a sweep asks for, in zoo order: ``seeds`` per step, or with ``until_decided`` every seed the rule may
-    start (``max_seeds``). Each step's network is built once, for all its seeds."""
+    start (``max_seeds``). Each step's network is built once, for all its seeds. Steps come from the zoo, the installed
+    packages and the files ``steps_from`` (:mod:`cnn.stepfiles`); each run carries its step from here on."""
     device, threads = ("cuda" if config.gpus_per_trial > 0 else "cpu"), max(1, int(config.cpus_per_trial))
     runs = []
-    for step in zoo.select(list(config.steps)):
-        first = Run.plan(
-            step.name,
-            config.seed_start,
-            epochs=config.epochs,
-            quick=config.quick,
-            precision=config.precision,
-            device=device,
-            threads=threads,
-            vary=config.vary,
-            base_seed=config.base_seed,
-        )
-        n = config.max_seeds if config.until_decided else config.seeds
-        too_long = config.until_decided and first.recipe.epochs < config.last_k
-        if too_long:
-            raise BadSweep(
-                f"--last-k {config.last_k} is longer than {step.name}'s {first.recipe.epochs} epoch(s): every run "
-                "would be too short to judge, and no number of seeds could decide it"
+    with stepfiles.using(config.steps_from):
+        for step in zoo.select(list(config.steps)):
+            first = Run.plan(
+                step.name,
+                config.seed_start,
+                epochs=config.epochs,
+                quick=config.quick,
+                precision=config.precision,
+                device=device,
+                threads=threads,
+                vary=config.vary,
+                base_seed=config.base_seed,
             )
-        runs += [dataclasses.replace(first, seed=s) for s in range(config.seed_start, config.seed_start + n)]
+            n = config.max_seeds if config.until_decided else config.seeds
+            too_long = config.until_decided and first.recipe.epochs < config.last_k
+            if too_long:
+                raise BadSweep(
+                    f"--last-k {config.last_k} is longer than {step.name}'s {first.recipe.epochs} epoch(s): every run "
+                    "would be too short to judge, and no number of seeds could decide it"
+                )
+            runs += [dataclasses.replace(first, seed=s) for s in range(config.seed_start, config.seed_start + n)]
     return runs
+
+
+def changed_steps(rows: Iterable[tuple[str, str, bool, int]], paths: Iterable[Path]) -> tuple[list[str], list[str]]:
+    """The names of the steps of the files ``paths`` and of the installed packages, loaded as ``sweep run`` loads
+    them; and a line for each recipe hash under which one of them has rows (``rows``: the step, recipe hash, quick flag
+    and epochs of each finished run) that the step as it is now would not give: its code, its network or its recipe
+    has changed since."""
+    lines = []
+    with stepfiles.using(paths) as steps:
+        names = [s.name for s in steps]
+        for step, old, quick, epochs in sorted(set(rows)):
+            now = Run.plan(step, 0, epochs=int(epochs), quick=bool(quick)).recipe_hash if step in names else old
+            if now != old:
+                lines.append(
+                    f"{step}: its rows under recipe {old} come from an earlier version of "
+                    f"{zoo.get_step(step).source} (the step now hashes to {now}): they stay as they are, and the new "
+                    "version needs a results folder of its own"
+                )
+    return names, lines
 
 
 @dataclass(frozen=True)
@@ -192,14 +215,15 @@ def prepare(config: SweepConfig) -> Plan:
 def block_sizes(config: SweepConfig, runs: list[Run]) -> tuple[dict[str, int], list[str]]:
     """Seeds per trial for each step: ``config.block_size``, made smaller (halved until it fits) where a block that
     large would not fit in a trial's share of GPU memory (:mod:`cnn.memory`), with a note saying so. Raises BadSweep
-    where not even one seed fits."""
+    where not even one seed fits. A step whose seeds cannot train as one block network (:func:`_apart`) trains one
+    seed per trial, and a note says why."""
     budget, size = config.trial_memory(), config.block_size
     sizes, notes = {}, []
     for run in {r.step: r for r in runs}.values():
-        layer = unstackable(run.spec.build(run.recipe)) if size > 1 else None
-        if layer:  # a network with such a layer trains one seed per trial
+        apart = _apart(run) if size > 1 else ""
+        if apart:  # a network whose seeds cannot train as one block network trains one seed per trial
             sizes[run.step] = 1
-            notes.append(f"{run.step}: 1 seed per trial, not {size}: its {layer} cannot be split per seed")
+            notes.append(f"{run.step}: 1 seed per trial, not {size}: {apart}")
             continue
         sizes[run.step] = size if budget is None else memory.largest_block(run, size, budget)
         if sizes[run.step] == size:
@@ -216,6 +240,13 @@ def block_sizes(config: SweepConfig, runs: list[Run]) -> tuple[dict[str, int], l
             f"{memory.peak_bytes(run, size) / 2**30:.1f} GiB of GPU memory, more than {share}"
         )
     return sizes, notes
+
+
+def _apart(run: Run) -> str:
+    """Why the seeds of a run's step cannot train as one block network: a layer that :func:`cnn.block.stack` cannot
+    split, or, for a step from a step file, a forward that mixes the seeds (``Origin.block``); "" where they can."""
+    layer = unstackable(run.spec.build(run.recipe))
+    return f"its {layer} cannot be split per seed" if layer else run.spec.origin.block if run.spec.origin else ""
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a failed run is one line; its traceback stays in error.txt
 
-from ray import tune  # noqa: E402
+from ray import cloudpickle, tune  # noqa: E402
 
 from sweeps import cluster  # noqa: E402
 from sweeps.progress import Progress  # noqa: E402
@@ -145,6 +145,8 @@ def _earlier(key: RunKey, resume: results.Resume) -> list[Trained]:
 def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, trials, data: MNIST, callbacks):
     """The trials the searcher suggests (sweeps.suggest), each named by its block."""
     runs = {layout.key(r): r for r in sweep.todo}
+    for module in {r.spec.origin.module for r in runs.values() if r.spec.origin}:  # a step file's code goes by value:
+        cloudpickle.register_pickle_by_value(sys.modules[module])  # workers need neither the file nor its package
     resume = {key: r.checkpoint for key, r in sweep.resume.items()}
     trainable = tune.with_parameters(train_trial, data=data, runs=runs, resume=resume, gpu_share=config.gpus_per_trial)
     return tune.Tuner(
