@@ -27,8 +27,39 @@ from sweeps import layout, results
 RUN = ["run", "s003-model4", "--quick", "--epochs", "2", "--seeds", "2"]  # what the shared sweep_results holds
 OFFLINE = {var: "http://127.0.0.1:9" for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
 
+MINE = """\
+import torch.nn.functional as F
+from torch import nn
+
+from cnn.zoo import declare
+
+
+class Mine(nn.Module):
+    def __init__(self, recipe):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3)  # 26
+        self.fc = nn.Linear(8 * 26 * 26, 10)
+
+    def forward(self, x):
+        return F.log_softmax(self.fc(self.conv(x).flatten(1)), dim=-1)
+
+
+declare("mine", Mine, dropout=0.1)
+"""
+STEP_FILES = {  # {steps}/<name>.py: a good step file, and step files each with one thing wrong
+    "mine": MINE,
+    "again": MINE,  # the same step name in another file
+    "syntax": 'from cnn.zoo import declare\n\ndeclare("mine", lambda r: None\n',
+    "imports": "import helpers_beside_me\n" + MINE,
+    "zoo_name": MINE.replace('"mine"', '"s001-model3"'),
+    "shape": MINE.replace("8 * 26 * 26", "8 * 28 * 28"),
+    "recipe": MINE.replace("dropout=0.1", "lr=-1"),
+    "no_step": '"""My steps, soon."""\n',
+}
+
 # id: (arguments, what the one line says). {out} is a copy of the shared sweep's results folder, {data} the real
-# MNIST, {empty} a folder that does not exist, {file} a regular file. `run` gets --out and --data-dir unless given.
+# MNIST, {empty} a folder that does not exist, {file} a regular file, {steps} the folder of STEP_FILES. `run` gets
+# --out and --data-dir unless given.
 CASES = {
     "run: unknown step": (["run", "s001-modle3"], "did you mean s001-model3"),
     "run: pattern matches nothing": (["run", "s9*"], "matches no step"),
@@ -74,7 +105,26 @@ CASES = {
     "run: MNIST missing, offline": ([*RUN, "--seeds", "3", "--data-dir", "{empty}"], "MNIST not found in"),
     "run: MNIST file damaged": ([*RUN, "--seeds", "3", "--data-dir", "{damaged}"], "t10k-images-idx3-ubyte is damaged"),
     "run: another sweep is writing": ([*RUN, "--seeds", "3"], "another sweep is writing to"),
+    "run: step file with a syntax error": ([*RUN, "--steps-from", "{steps}/syntax.py"], "syntax.py:3: SyntaxError"),
+    "run: step file with an import error": (
+        [*RUN, "--steps-from", "{steps}/imports.py"],
+        "imports.py:1: ModuleNotFoundError: No module named 'helpers_beside_me'",
+    ),
+    "run: step file names a zoo step": ([*RUN, "--steps-from", "{steps}/zoo_name.py"], "'s001-model3' is also a zoo"),
+    "run: two step files declare one step": (
+        [*RUN, "--steps-from", "{steps}/mine.py", "--steps-from", "{steps}/again.py"],
+        "step 'mine' is also declared in ",
+    ),
+    "run: step file's network fails on 1x28x28": (
+        [*RUN, "--steps-from", "{steps}/shape.py"],
+        "shape.py:14: step 'mine': its network fails on a 1×28×28 input: RuntimeError: mat1 and mat2 shapes cannot be "
+        "multiplied (4x5408 and 6272x10)",
+    ),
+    "run: step file's recipe out of range": ([*RUN, "--steps-from", "{steps}/recipe.py"], "lr must be positive"),
+    "run: step file declares no step": ([*RUN, "--steps-from", "{steps}/no_step.py"], "declares no step"),
+    "steps: no such step file": (["steps", "--steps-from", "{empty}"], "no step file at"),
     "status: no results folder": (["status", "--out", "{empty}"], "no results folder at"),
+    "status: --steps-from a folder": (["status", "--out", "{out}", "--steps-from", "{steps}"], "(a folder)"),
     "status: --out is a file": (["status", "--out", "{file}"], "is a file, not a results folder"),
     "status: unknown option": (["status", "--out", "{out}", "--jsn"], "No such option"),
     "report: no results folder": (["report", "--out", "{empty}"], "no such results folder"),
@@ -92,6 +142,14 @@ CASES = {
     "report: --html not writable": (
         ["report", "--out", "{out}", "--last-k", "1", "--html", "{file}/r.html"],
         "cannot write the report",
+    ),
+    "report: --steps-from a bad step file": (
+        ["report", "--out", "{out}", "--steps-from", "{steps}/syntax.py"],
+        "SyntaxError",
+    ),
+    "report: --compare a step with no rows here": (
+        ["report", "--out", "{out}", "--compare", "s003-model4", "s001-model3"],
+        "no step or group 's001-model3' in this folder",
     ),
     "steps: unknown step": (["steps", "nope"], "unknown step 'nope'"),
 }
@@ -122,6 +180,9 @@ def places(sweep_results, tmp_path, data_dir, monkeypatch):
     (tmp_path / "a-file").write_text("")
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
+    (tmp_path / "steps").mkdir()
+    for name, text in STEP_FILES.items():
+        (tmp_path / "steps" / f"{name}.py").write_text(text)
     for var, value in OFFLINE.items():  # a download fails at once, as on a machine without network
         monkeypatch.setenv(var, value)
     return {
@@ -129,6 +190,7 @@ def places(sweep_results, tmp_path, data_dir, monkeypatch):
         "data": str(data_dir),
         "empty": str(tmp_path / "nowhere"),
         "file": str(tmp_path / "a-file"),
+        "steps": str(tmp_path / "steps"),
     }
 
 
