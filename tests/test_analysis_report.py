@@ -396,3 +396,20 @@ def test_assumptions_shared_by_every_step_are_listed_once(tmp_path):
     assert "<p>Every step assumes:</p>" in page and "<p>Nothing more: s2.</p>" in page
     assert re.search(r"<b>s1</b> also assumes 1 more value</summary><ul><li>lr = 0\.1", page)
     assert page.count('<details class="assumed">') == 2
+
+
+def test_compare_is_in_the_terminal_the_html_and_a_csv(tmp_path):
+    write_demo(tmp_path, sizes=(3, 2), seeds=6)
+    result = invoke("--out", tmp_path, "--compare", "s003-model3", "s005-model2")  # two submissions
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "comparison.csv")
+    assert table[["before", "after", "n_before", "n_after"]].values.tolist() == [["s003-model3", "s005-model2", 6, 6]]
+    row = table.iloc[0]
+    said = re.sub(r"\s+", " ", result.stdout)
+    assert "Comparison: s005-model2 against s003-model3: " in said
+    assert f"P(s005-model2 > s003-model3) = {num(row['p_improve'])} (95% CI {num(row['p_improve_lo'])} to " in said
+    assert "tables beside it: steps_summary.csv, runs_summary.csv, progression.csv, comparison.csv" in said
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="comparison-table"' in page and "<th>A → B</th>" in page and "<th>P(B &gt; A), CI</th>" in page
+    assert html.escape("s005-model2 against s003-model3: ") in page
+    assert "<td>s005-model2 against s003-model3</td>" in page  # the options table

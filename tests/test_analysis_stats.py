@@ -3,6 +3,7 @@ the report prints."""
 
 import itertools
 import math
+import re
 from fractions import Fraction
 from types import SimpleNamespace
 
@@ -570,3 +571,37 @@ def test_own_target_by_hand():
     assert t["own_epochs_ok"].tolist() == [False, True, pd.NA]
     bare = own_target(steps[["group", "params", "epoch_budget"]], runs)  # a folder written before the targets
     assert bare[["own_acc_ok", "own_params_ok", "own_epochs_ok"]].isna().all().all()
+
+
+def test_compare_any_two_groups_across_submissions(two_steps):
+    for seed, acc in enumerate([99.1, 99.0, 99.2]):  # t1, of another submission, below every seed of s2
+        write_run(two_steps, "t1", seed, [98.9, 99.0, acc], submission="001", correct=correct_for(acc, offset=40))
+    c = summarize(load_results(two_steps), Options(compare=("t1", "s2"))).comparison
+    row = c.iloc[0]
+    assert len(c) == 1 and (row["before"], row["after"], row["n_before"], row["n_after"]) == ("t1", "s2", 3, 3)
+    # finals s2 (99.44, 99.45, 99.41) all above t1 (99.1, 99.0, 99.2): P = 1, no interval to resample, and 3 against 3
+    # seeds cannot get Mann-Whitney below 0.1
+    assert row["p_improve"] == 1.0 and np.isnan(row["p_improve_lo"]) and row["mann_whitney_p"] == pytest.approx(0.1)
+    assert row["change"] == "too few seeds to tell" and row["median_diff"] == pytest.approx(99.44 - 99.1)
+    gain = np.mean([99.44, 99.45]) - np.mean([99.1, 99.0, 99.2])  # the seeds of each with predictions
+    assert (row["images_before"], row["images_after"]) == (3, 2)
+    assert row["fixed"] - row["broken"] == pytest.approx(100 * gain)
+    # the same statistics as the progression, for the pair it compares
+    s = summarize(load_results(two_steps), Options(compare=("s1", "s2")))
+    progression = s.progression.drop(columns="submission")
+    pd.testing.assert_frame_equal(s.comparison, progression[progression["before"] == "s1"].reset_index(drop=True))
+    # a glob pattern names every group it matches
+    c = summarize(load_results(two_steps), Options(compare=("t1", "s*"))).comparison
+    assert c[["before", "after"]].values.tolist() == [["t1", "s1"], ["t1", "s2"]]
+
+
+def test_compare_refuses_what_it_cannot_compare_in_one_line(two_steps):
+    write_run(two_steps, "q1", 0, [97.0], quick=True, recipe_hash="ffffffffffff")
+    results = load_results(two_steps)
+    for pair, says in [
+        (("s1", "s3"), "no step or group 's3' in this folder; did you mean "),
+        (("s1", "s1"), "--compare s1 s1 names one group twice"),
+        (("s1", "q1"), "pairs quick runs only with full ones"),
+    ]:
+        with pytest.raises(ReportError, match=re.escape(says)):
+            summarize(results, Options(compare=pair))

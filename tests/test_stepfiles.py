@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -250,3 +251,30 @@ def test_check_leaves_the_global_generator_alone(tmp_path):
     torch.manual_seed(123)
     stepfiles.load([path])
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_readme_example_runs_as_written(tmp_path, ray_session, data_dir, monkeypatch):
+    """From an empty folder: the README's step file (docs/my_steps.py) and its commands, run as written."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Your own model\n", 1)[1].split("\n## ", 1)[0]
+    commands = section.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert example == (Path(__file__).parents[1] / "docs" / "my_steps.py").read_text()
+    assert commands[0] == "mkdir my-model && cd my-model"
+    (tmp_path / "my-model").mkdir()
+    monkeypatch.chdir(tmp_path / "my-model")
+    (tmp_path / "my-model" / "my_steps.py").write_text(example)
+    monkeypatch.setenv("SWEEP_DATA_DIR", str(data_dir))
+    said = {}
+    for command in commands[1:]:
+        args = shlex.split(command)
+        assert args[0] == "sweep", command
+        res = CliRunner().invoke(app, args[1:])
+        assert res.exit_code == 0, (command, res.output)
+        said[args[1]] = res.stdout
+    assert said["steps"].startswith("my-gap  (my_steps.py, step 1 of submission my_steps)")
+    assert "params: 7,578" in said["steps"]
+    assert "8 trained now" in said["run"]
+    assert "Comparison: my-gap against s001-model3: " in said["report"]
+    compared = pd.read_csv(Path("results") / "comparison.csv")
+    assert compared[["before", "after", "n_before", "n_after"]].values.tolist() == [["s001-model3", "my-gap", 4, 4]]
