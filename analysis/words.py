@@ -533,12 +533,13 @@ def quick_sweep(steps: pd.DataFrame, out, o: Options) -> str:
     files = steps.loc[steps["step_package"].isna(), "step_file"].dropna().unique()  # packages' steps are always there
     which += "".join(f" --steps-from {shlex.quote(str(f))}" for f in files)
     full = shlex.quote(f"{str(out).rstrip('/')}-full")
+    compare = f" --compare {shlex.join(o.compare)}" if o.compare else ""
     return (
         f"A quick sweep: every run trained {plural(steps['run_epochs'].max(), 'epoch')} on a tenth of the training "
         "images. It tells that each step trains, how far it gets that fast, how much its seeds scatter and whether "
         f"it keeps the parameter budget. It cannot tell whether a step reaches {o.target:.2f} % consistently, nor "
         "check the seed files' claims: that takes the full recipes. For the answer, train them (`--dry-run` first "
-        f"says how much): `sweep run {which} --out {full} && sweep report --out {full}`"
+        f"says how much): `sweep run {which} --out {full} && sweep report --out {full}{compare}`"
     )
 
 

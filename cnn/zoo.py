@@ -29,6 +29,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 import torch
 from torch import nn
@@ -160,7 +161,7 @@ class Step:
         """The seed file, or the step file (and package) the step was declared in."""
         if self.origin is None:
             return SOURCES[self.submission]
-        name = self.origin.file.rpartition("/")[2]
+        name = PurePath(self.origin.file).name
         return f"{name} ({self.origin.package})" if self.origin.package else name
 
     def model(self) -> nn.Module:
@@ -197,8 +198,10 @@ def register(step: Step) -> Step:
 def including(steps: Iterable[Step]) -> Iterator[None]:
     """The zoo with ``steps`` (from step files or packages) registered too, for as long as the block runs: a command
     sees the steps it was given, and no others."""
-    added = [register(s) for s in steps]
+    added = []
     try:
+        for s in steps:
+            added.append(register(s))
         yield
     finally:
         for s in added:

@@ -156,7 +156,7 @@ def step_row(run: Run) -> dict[str, Any]:
         "target_source": step.target.source,
         "step_file": step.origin.file if step.origin else None,
         "step_file_sha256": step.origin.sha256 if step.origin else None,
-        "step_package": step.origin.package or None if step.origin else None,
+        "step_package": (step.origin.package or None) if step.origin else None,
     }
 
 

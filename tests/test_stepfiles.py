@@ -276,5 +276,7 @@ def test_the_readme_example_runs_as_written(tmp_path, ray_session, data_dir, mon
     assert "params: 7,578" in said["steps"]
     assert "8 trained now" in said["run"]
     assert "Comparison: my-gap against s001-model3: " in said["report"]
+    full = f"--steps-from {Path('my_steps.py').resolve()} --out results-full && sweep report --out results-full"
+    assert f"`sweep run s001-model3 my-gap {full} --compare s001-model3 my-gap`" in said["report"]
     compared = pd.read_csv(Path("results") / "comparison.csv")
     assert compared[["before", "after", "n_before", "n_after"]].values.tolist() == [["s001-model3", "my-gap", 4, 4]]
