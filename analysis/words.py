@@ -459,7 +459,8 @@ def meta(results: Results, summary: Summary) -> str:
 
 def notices(results: Results, summary: Summary) -> list[str]:
     """What the reader must know before the verdicts: what a quick sweep can tell, short runs, pooling, runs still
-    missing. Commands are in backticks."""
+    missing, and the command's own notes (`Results.notes`: rows of an earlier version of a step file). Commands are in
+    backticks."""
     steps, o, said = summary.steps, summary.options, []
     quick = steps["quick"].astype(bool)
     if quick.all():

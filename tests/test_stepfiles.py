@@ -165,7 +165,7 @@ def test_a_network_that_mixes_the_seeds_of_a_block_trains_one_seed_per_trial(tmp
     mixing = TINY.replace("self.head(x).view(-1, 10)", "self.head(x).flatten(1)")  # (B, S*10): softmax over seeds
     path = write(tmp_path, mixing)
     (step,) = stepfiles.load([path])
-    assert "mixes the seeds' channels" in step.origin.block
+    assert "mixes the seeds of a block network" in step.origin.block
     config = SweepConfig(("tiny",), steps_from=(path,), seeds=4, seeds_per_trial=4, out=tmp_path / "results")
     sizes, notes = block_sizes(config, plan(config))
     assert sizes == {"tiny": 1} and notes == [f"tiny: 1 seed per trial, not 4: {step.origin.block}"]
@@ -232,11 +232,15 @@ def test_a_step_file_trains_on_ray_workers_that_cannot_import_it(tmp_path, ray_s
     assert steps.loc["tiny", "step_file"] == str(path) and steps.loc["tiny", "source"] == "tiny_steps.py"
     assert steps.loc["tiny", "step_file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
-    path.write_text(text.replace("return F.relu(x)", "return F.gelu(x)"))  # the same layers, other code
+    edited = text.replace("return F.relu(x)", "return F.gelu(x)")  # the same layers, other code
+    path.write_text(edited + 'declare("tiny2", Tiny)\n')
     with pytest.raises(Incompatible, match="holds quick fp32 rows with recipe "):
         run_sweep(dataclasses.replace(config, seeds=3), data=tiny, stream=stream)
     res = CliRunner().invoke(app, ["status", "--out", str(out), "--steps-from", str(path)])
     assert res.exit_code == 0 and "note: tiny: its rows under recipe " in res.stdout, res.output
+    assert ["tiny2", "0", "0", "0", "-"] in [line.split() for line in res.stdout.splitlines()]  # no rows yet
+    res = CliRunner().invoke(app, ["report", "--out", str(out), "--steps-from", str(path)])
+    assert res.exit_code == 0 and "Note: tiny: its rows under recipe " in res.stdout, res.output
     again = run_sweep(dataclasses.replace(config, out=tmp_path / "edited"), data=tiny, stream=stream)
     assert len(again.trained) == 2, stream.getvalue()
     edited = pd.read_parquet(tmp_path / "edited" / "epochs")
