@@ -214,7 +214,8 @@ def _sources_html(table: pd.DataFrame) -> list[str]:
 def _comparison_html(summary: Summary) -> list[str]:
     """What `sweep report --compare A B` asked: each pair in words, then the table."""
     said = [
-        f"<p>{html.escape(words.comparison_words(p, summary.options))}</p>" for p in summary.comparison.itertuples()
+        "<p><b>{}</b>: {}</p>".format(*map(html.escape, words.comparison_words(p, summary.options).split(": ", 1)))
+        for p in summary.comparison.itertuples()
     ]
     return ["<h2>Comparison</h2>", *said, _table(_progression_table(summary.comparison, "A", "B"), "comparison-table")]
 

@@ -411,5 +411,5 @@ def test_compare_is_in_the_terminal_the_html_and_a_csv(tmp_path):
     assert "tables beside it: steps_summary.csv, runs_summary.csv, progression.csv, comparison.csv" in said
     page = (tmp_path / "report.html").read_text()
     assert 'id="comparison-table"' in page and "<th>A → B</th>" in page and "<th>P(B &gt; A), CI</th>" in page
-    assert html.escape("s005-model2 against s003-model3: ") in page
+    assert "<p><b>s005-model2 against s003-model3</b>: " in page
     assert "<td>s005-model2 against s003-model3</td>" in page  # the options table
