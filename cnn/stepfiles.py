@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from cnn import zoo
-from cnn.block import per_seed, stack
+from cnn.block import per_seed, stack, unstackable
 from cnn.errors import BadInput
 from cnn.train import CHANNELS_LAST
 from cnn.zoo import Origin, Step
@@ -182,6 +182,9 @@ def check_network(step: Step, where: str) -> tuple[nn.Module, str]:
 
 def _block(nets: list[nn.Module], x: torch.Tensor, alone: torch.Tensor) -> str:
     """Why ``nets`` (two seeds' networks) do not train as one block network; "" where they do."""
+    layer = unstackable(nets[0])
+    if layer:
+        return f"its {layer} cannot be split per seed"
     try:
         block = stack(nets).to(memory_format=CHANNELS_LAST).eval()
         with torch.no_grad():
