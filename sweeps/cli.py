@@ -5,6 +5,7 @@ point."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import shlex
 import sys
@@ -15,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from cnn.errors import BadInput
-from sweeps import decide
+from sweeps import decide, export
 
 
 class OneLineErrors(TyperGroup):
@@ -49,6 +50,7 @@ app = typer.Typer(
     add_completion=False,
 )
 OUT_HELP = "Results folder (a Parquet dataset)."
+Logger = enum.Enum("Logger", {name: name for name in export.LOGGERS}, type=str)  # sweep run --log-to
 
 
 def _version(value: bool) -> None:
@@ -192,6 +194,15 @@ def run(
             show_default="the local GPU's",
         ),
     ] = None,
+    log_to: Annotated[
+        list[Logger] | None,
+        typer.Option(
+            help="Also send every run's per-epoch metrics to TensorBoard (files under OUT/tune), MLflow "
+            "($MLFLOW_TRACKING_URI, else OUT/mlruns) or W&B ($WANDB_PROJECT; WANDB_MODE=offline keeps it on disk); "
+            "repeat for more than one.",
+            show_default="none",
+        ),
+    ] = None,
 ) -> None:
     """Train every (step, seed) run that the results folder does not hold yet, spread over Ray.
 
@@ -225,6 +236,7 @@ def run(
         max_seeds=max_seeds,
         target=target,
         last_k=last_k,
+        log_to=tuple(logger.value for logger in log_to or ()),
     )
     if dry_run:
         _print_plan(prepare(config))

@@ -12,7 +12,7 @@ import torch
 
 from cnn import memory, zoo
 from cnn.train import PRECISIONS, Run, parse_vary
-from sweeps import BadSweep, decide, layout, results
+from sweeps import BadSweep, decide, export, layout, results
 from sweeps.layout import RunKey
 from sweeps.protocol import check_safe
 
@@ -52,6 +52,7 @@ class SweepConfig:
     max_seeds: int = decide.MAX_SEEDS  # with until_decided: seeds per step at most
     target: float = decide.TARGET  # with until_decided: the verdict's target accuracy, percent
     last_k: int = decide.LAST_K  # with until_decided: the epochs a consistent run holds the target through
+    log_to: tuple[str, ...] = ()  # where else every run's metrics go: tensorboard, mlflow, wandb (sweeps.export)
 
     @property
     def block_size(self) -> int:
@@ -116,6 +117,7 @@ class SweepConfig:
         for ok, message in checks:
             if not ok:
                 raise BadSweep(message)
+        export.check(self.log_to)
 
 
 def plan(config: SweepConfig) -> list[Run]:

@@ -1,0 +1,77 @@
+"""Every run's per-epoch metrics, also where users already look: TensorBoard, MLflow or W&B (``sweep run --log-to``),
+through Ray Tune's own logger callbacks. The Parquet rows stay the record; these are views of the same numbers.
+
+A trial reports one :class:`sweeps.protocol.Report` per epoch, and a Tune logger logs flat numbers, so each logger
+here sees :func:`numbers` instead of the result: the epoch, and each seed's record (:data:`METRICS`), under their own
+names for a trial of one seed and under ``seed=<S>/`` in a block of several, one series per seed. Each series is
+stepped by the epoch. Where the stores go:
+
+* ``tensorboard``: event files in each trial's folder under Tune's storage (``OUT/tune`` unless ``--storage``), for
+  ``tensorboard --logdir OUT/tune``;
+* ``mlflow``: ``$MLFLOW_TRACKING_URI``, else a file store in ``OUT/mlruns``, experiment ``cnn-sweeps``; one MLflow
+  run per trial (its params name the trial's runs);
+* ``wandb``: project ``$WANDB_PROJECT``, else ``cnn-sweeps``; ``WANDB_MODE=offline`` keeps it on disk, in each
+  trial's folder, for ``wandb sync``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from cnn.errors import BadInput
+
+LOGGERS = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}  # name -> the package it needs
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds")
+PROJECT = "cnn-sweeps"  # MLflow's experiment and W&B's project, unless the environment names one
+
+
+def check(names: tuple[str, ...]) -> None:
+    """Raise BadInput, in one line, for a logger that is not one of :data:`LOGGERS` or whose package is missing."""
+    for name in names:
+        if name not in LOGGERS:
+            raise BadInput(f"--log-to takes {', '.join(LOGGERS)}; not {name!r}")
+        if importlib.util.find_spec(LOGGERS[name]) is None:
+            raise BadInput(f"--log-to {name} needs the {LOGGERS[name]} package: pip install 'cnn-sweeps[{name}]'")
+
+
+def numbers(trial, result: dict) -> dict:
+    """What a logger logs of a trial's result: flat numbers (module doc)."""
+    from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
+
+    report = result["report"]
+    seeds = {seed: {m: getattr(r, m) for m in METRICS} for seed, r in report.records.items()}
+    alone = len(trial.config["keys"]) == 1
+    per_seed = next(iter(seeds.values()), {}) if alone else {f"seed={seed}": m for seed, m in seeds.items()}
+    return {"epoch": report.epoch, TIMESTEPS_TOTAL: report.epoch, TRAINING_ITERATION: report.epoch, **per_seed}
+
+
+class Numbers:
+    """Mixed into a Tune logger callback: it logs :func:`numbers` of each result."""
+
+    def log_trial_result(self, iteration, trial, result):
+        super().log_trial_result(iteration, trial, numbers(trial, result))
+
+
+def loggers(names: tuple[str, ...], out: Path) -> list:
+    """Tune callbacks for ``names`` (:data:`LOGGERS`), in that order."""
+    made = []
+    for name in names:
+        if name == "tensorboard":
+            from ray.tune.logger import TBXLoggerCallback as Logger
+
+            options = {}
+        elif name == "mlflow":
+            from ray.air.integrations.mlflow import MLflowLoggerCallback as Logger
+
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or (out / "mlruns").resolve().as_uri()
+            options = {"tracking_uri": uri, "experiment_name": os.environ.get("MLFLOW_EXPERIMENT_NAME", PROJECT)}
+        else:
+            from ray.air.integrations.wandb import WandbLoggerCallback as Logger
+
+            # the logging actors run in Ray's workers, whose environment may predate the driver's WANDB_MODE
+            mode = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
+            options = {"project": os.environ.get("WANDB_PROJECT", PROJECT), **mode}
+        made.append(type(Logger.__name__, (Numbers, Logger), {})(**options))
+    return made
