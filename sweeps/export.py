@@ -3,15 +3,16 @@ through Ray Tune's own logger callbacks. The Parquet rows stay the record; these
 
 A trial reports one :class:`sweeps.protocol.Report` per epoch, and a Tune logger logs flat numbers, so each logger
 here sees :func:`numbers` instead of the result: the epoch, and each seed's record (:data:`METRICS`), under their own
-names for a trial of one seed and under ``seed=<S>/`` in a block of several, one series per seed. Each series is
+names for a trial of one seed and under ``seed_<S>/`` in a block of several, one series per seed. Each series is
 stepped by the epoch. Where the stores go:
 
 * ``tensorboard``: event files in each trial's folder under Tune's storage (``OUT/tune`` unless ``--storage``), for
   ``tensorboard --logdir OUT/tune``;
-* ``mlflow``: ``$MLFLOW_TRACKING_URI``, else a file store in ``OUT/mlruns``, experiment ``cnn-sweeps``; one MLflow
-  run per trial (its params name the trial's runs);
-* ``wandb``: project ``$WANDB_PROJECT``, else ``cnn-sweeps``; ``WANDB_MODE=offline`` keeps it on disk, in each
-  trial's folder, for ``wandb sync``.
+* ``mlflow``: ``$MLFLOW_TRACKING_URI``, else a file store in ``OUT/mlruns`` (which MLflow 3 keeps, in maintenance,
+  for those who ask: ``MLFLOW_ALLOW_FILE_STORE``), experiment ``cnn-sweeps``; one MLflow run per trial, whose params
+  name the trial's runs;
+* ``wandb``: project ``$WANDB_PROJECT``, else ``cnn-sweeps``; one W&B run per trial, with its files in
+  ``OUT/wandb``, where ``WANDB_MODE=offline`` keeps the runs for ``wandb sync OUT/wandb/offline-run-*``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def numbers(trial, result: dict) -> dict:
     report = result["report"]
     seeds = {seed: {m: getattr(r, m) for m in METRICS} for seed, r in report.records.items()}
     alone = len(trial.config["keys"]) == 1
-    per_seed = next(iter(seeds.values()), {}) if alone else {f"seed={seed}": m for seed, m in seeds.items()}
+    per_seed = next(iter(seeds.values()), {}) if alone else {f"seed_{seed}": m for seed, m in seeds.items()}
     return {"epoch": report.epoch, TIMESTEPS_TOTAL: report.epoch, TRAINING_ITERATION: report.epoch, **per_seed}
 
 
@@ -65,13 +66,17 @@ def loggers(names: tuple[str, ...], out: Path) -> list:
         elif name == "mlflow":
             from ray.air.integrations.mlflow import MLflowLoggerCallback as Logger
 
-            uri = os.environ.get("MLFLOW_TRACKING_URI") or (out / "mlruns").resolve().as_uri()
+            uri = os.environ.get("MLFLOW_TRACKING_URI")
+            if not uri:  # a folder beside the results: MLflow 3 keeps its file store, in maintenance, on request
+                uri = (out / "mlruns").resolve().as_uri()
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             options = {"tracking_uri": uri, "experiment_name": os.environ.get("MLFLOW_EXPERIMENT_NAME", PROJECT)}
         else:
             from ray.air.integrations.wandb import WandbLoggerCallback as Logger
 
             # the logging actors run in Ray's workers, whose environment may predate the driver's WANDB_MODE
             mode = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
-            options = {"project": os.environ.get("WANDB_PROJECT", PROJECT), **mode}
+            # in OUT/wandb, not in the trial's folder: Tune copies that to its storage before W&B has written
+            options = {"project": os.environ.get("WANDB_PROJECT", PROJECT), "dir": str(out.resolve()), **mode}
         made.append(type(Logger.__name__, (Numbers, Logger), {})(**options))
     return made

@@ -62,6 +62,7 @@ CASES = {
         "one seed needs about",
     ),
     "run: --tf32 and --bf16": ([*RUN, "--tf32", "--bf16"], "two precisions; choose one"),
+    "run: --log-to unknown": ([*RUN, "--log-to", "csv"], "Invalid value for '--log-to'"),
     "run: MNIST missing, offline": ([*RUN, "--seeds", "3", "--data-dir", "{empty}"], "MNIST not found in"),
     "run: MNIST file damaged": ([*RUN, "--seeds", "3", "--data-dir", "{damaged}"], "t10k-images-idx3-ubyte is damaged"),
     "run: another sweep is writing": ([*RUN, "--seeds", "3"], "another sweep is writing to"),
