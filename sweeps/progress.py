@@ -91,18 +91,17 @@ class Trial:
 
 
 def intro(sweep: Plan, config: SweepConfig) -> str:
-    """What the sweep sets out to do, before its workers start."""
-    todo = sweep.todo
+    """What the sweep sets out to do, in one line of 80 columns at most."""
     if config.until_decided:
         steps = len({r.step for r in sweep.runs})
         return (
-            f"until decided: {steps} steps, {config.min_seeds} to {config.max_seeds} seeds each ({len(sweep.done)} "
-            f"runs already here, {len(sweep.marked)} to finish); workers start and import torch"
+            f"until decided: {steps} steps, {config.min_seeds}-{config.max_seeds} seeds each ({len(sweep.done)} "
+            f"runs here, {len(sweep.marked)} to finish)"
         )
-    epochs = sum(r.recipe.epochs - sweep.held(r) for r in todo)
+    epochs = sum(r.recipe.epochs - sweep.held(r) for r in sweep.todo)
     return (
-        f"{len(todo)} runs to train ({len(sweep.resume)} resume from a checkpoint), {epochs} model-epochs, in "
-        f"trials of up to {max(sweep.sizes.values())} seeds; workers start and import torch"
+        f"{len(sweep.todo)} runs to train ({len(sweep.resume)} resume), {epochs} model-epochs, up to "
+        f"{max(sweep.sizes.values())} seeds a trial"
     )
 
 

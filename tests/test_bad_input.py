@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -206,6 +207,9 @@ def test_interrupted_sweep_exits_130_and_says_how_to_continue(tmp_path, data_dir
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(ray_tmp)}
     sweep = [Path(sys.executable).parent / "sweep", *args, "--out", str(out), "--num-cpus", "2"]
     proc = subprocess.Popen(sweep, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = []  # stderr, with when each line came
+    reader = threading.Thread(target=lambda: lines.extend((time.time(), ln) for ln in proc.stderr), daemon=True)
+    reader.start()
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
@@ -214,9 +218,14 @@ def test_interrupted_sweep_exits_130_and_says_how_to_continue(tmp_path, data_dir
             time.sleep(0.2)
         assert proc.poll() is None, "the sweep ended before it could be interrupted"
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
+        interrupted = time.time()
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
     finally:
         subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], check=False)
+    stderr = "".join(ln for _, ln in lines)
+    said = [t - interrupted for t, ln in lines if ln.startswith("stopping…")]
+    assert said and said[0] < 2, stderr  # at once, while Tune stops the trials
     last = stderr.strip().splitlines()[-1]
     assert proc.returncode == 130, stderr
     assert last.startswith("interrupted: ") and "runs unfinished" in last and "Traceback" not in stderr, stderr
