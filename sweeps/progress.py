@@ -16,13 +16,14 @@ and batch, refreshed every :data:`REFRESH` seconds in a terminal (rich) and writ
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 
 import ray
 from ray import tune
 
-from cnn.train import QUICK
+from cnn.train import QUICK, Run
 from sweeps.plan import Block, Plan, SweepConfig, form_blocks
 
 BEAT = 2.0  # seconds between a worker's reports of its batch
@@ -77,7 +78,7 @@ def beat(actor, trial: str):
 class Trial:
     """One running trial as the driver knows it."""
 
-    def __init__(self, block, epoch: int, now: float):
+    def __init__(self, block: Block, epoch: int, now: float):
         self.block, self.epoch, self.started = block, epoch, now  # epoch: the last one finished
         self.at: tuple[int, int, int] | None = None  # (epoch, batch, batches per epoch) of the last beat
         self.mark: tuple[int, int, float] | None = None  # (epoch, batch, worker time) of that epoch's first beat
@@ -114,16 +115,15 @@ class Progress(tune.Callback):
         # the blocks a fixed sweep will train; --until-decided decides as it goes
         self.planned = None if config.until_decided else form_blocks(sweep)
         self.images = len(data.train_y), len(data.test_y)  # of a full epoch
-        planned = self.planned
         self.tty = stream.isatty()
-        self.total = sum(len(b.runs) for b in planned) if planned is not None else None
+        self.total = sum(len(b.runs) for b in self.planned) if self.planned is not None else None
         self.start, self.last, self.polled = time.monotonic(), 0.0, 0.0
         self.done, self.failed = 0, 0
         self.flight: dict[str, Trial] = {}
         self.lost: dict[str, int] = {}  # trial id -> runs of its block that failed while it went on
         self.pace: dict[str, float] = {}  # step -> seconds per model-epoch, measured
         self.timed: set[str] = set()  # steps whose pace comes from a whole epoch
-        self.steps: dict[str, object] = {b.runs[0].step: b.runs[0] for b in planned or []}  # step -> one of its runs
+        self.steps: dict[str, Run] = {b.runs[0].step: b.runs[0] for b in self.planned or []}  # step -> one of its runs
         self.flops: dict[str, float] = {}  # step -> forward FLOPs per image
         self.startup: list[float] = []  # seconds from a trial's start to its first batch
         self.slots = 1  # most trials seen running at once
@@ -136,8 +136,6 @@ class Progress(tune.Callback):
         return {**self.__dict__, "stream": None, "live": None, "pending": None, "tune_handler": None}
 
     def __setstate__(self, state):
-        import sys
-
         self.__dict__.update(state, stream=sys.stderr)
 
     # --- Tune's hooks ---------------------------------------------------------------------------------------------
