@@ -9,7 +9,7 @@ and batch, refreshed every :data:`REFRESH` seconds in a terminal (rich) and writ
   pace, then its epochs' ``epoch_seconds``); a step not measured yet is priced by its forward FLOPs per image, plus
   :data:`OVERHEAD_FLOPS` for the work per image that is not the network's, at the seconds per FLOP of the steps
   measured so far. The work left, over the trials that ran at once, is the ETA, unless one trial alone needs longer.
-  It is shown once most of the work left is priced by measurement, not by FLOPs (:data:`CREDIBLE`).
+  It is shown once most of the work left is priced by measurement, not by FLOPs (:data:`CREDIBLE`), and from then on.
 * Ctrl-C says "stopping…" at once, then Tune stops the trials (several seconds).
 """
 
@@ -85,11 +85,6 @@ class Trial:
         self.seconds: float | None = None  # its last epoch's, training and testing
         self.pace: float | None = None  # seconds per epoch at the pace of its current epoch's batches
 
-    def left(self, per_epoch: float) -> float:
-        """Seconds until it ends, at ``per_epoch``."""
-        in_epoch = self.at[1] / self.at[2] if self.at and self.at[0] > self.epoch else 0.0
-        return per_epoch * max(0.0, self.block.recipe.epochs - self.epoch - in_epoch)
-
 
 def intro(sweep: Plan, config: SweepConfig) -> str:
     """What the sweep sets out to do, in one line of 80 columns at most."""
@@ -127,6 +122,7 @@ class Progress(tune.Callback):
         self.flops: dict[str, float] = {}  # step -> forward FLOPs per image
         self.startup: list[float] = []  # seconds from a trial's start to its first batch
         self.slots = 1  # most trials seen running at once
+        self.credible = False  # the ETA was shown once
         self.stopping = self.closed = False
         self.actor = pulse() if ray.is_initialized() else None
         self.pending = None  # the actor's answer on its way
@@ -260,10 +256,12 @@ class Progress(tune.Callback):
 
     def _left(self, t: Trial) -> tuple[float, bool]:
         """Seconds until running trial ``t`` ends, and whether its pace was measured."""
-        if t.seconds or t.pace:
-            return t.left(t.seconds or t.pace), True
-        per_epoch, measured = self._per_epoch(t.block)
-        return t.left(per_epoch), measured
+        per_epoch, measured = (t.seconds or t.pace, True) if t.seconds or t.pace else self._per_epoch(t.block)
+        done = 0.0  # of the epoch it is in: the batches so far, at their share of the epoch (testing follows)
+        if t.at and t.at[0] > t.epoch:
+            n_train, n_test = self._images(t.block.runs[0])
+            done = t.at[1] / t.at[2] * 3 * n_train / (3 * n_train + n_test)
+        return per_epoch * max(0.0, t.block.recipe.epochs - t.epoch - done), measured
 
     def eta(self) -> float | None:
         """Seconds left, or None where it is not credible yet (module doc)."""
@@ -279,8 +277,9 @@ class Progress(tune.Callback):
                 queued.append((startup + per_epoch * epochs, measured))
         left = running + queued
         total = sum(s for s, _ in left)
-        if total and sum(s for s, measured in left if measured) / total < CREDIBLE:
+        if not self.credible and total and sum(s for s, measured in left if measured) / total < CREDIBLE:
             return None
+        self.credible = True  # once shown, it stays: it only gets better
         return max(total / self.slots, *(s for s, _ in running), 0.0)
 
     # --- what is shown --------------------------------------------------------------------------------------------

@@ -120,11 +120,13 @@ def test_the_eta_prices_what_is_not_measured_by_flops_and_waits_until_it_is_cred
     p.flight = {first.name: Trial(first, 0, 0.0), second.name: Trial(second, 1, 0.0)}
     p.slots = 2
     p.pace["s003-model4"] = 10.0
-    p.flight[first.name].at = (1, 469, 938)  # half of its first epoch
-    assert p.eta() == pytest.approx(max((15 + 10) / 2, 15))  # 1.5 + 1 epochs left of 10 s
+    p.flight[first.name].at = (1, 469, 938)  # half of its first epoch's batches, and testing to come
+    first_left = 10 * (2 - 0.5 * 180_000 / 190_000)  # 3 forwards per training image, one per test image
+    assert p.eta() == pytest.approx(max((first_left + 10) / 2, first_left))
     p.blocks.clear()  # now none started: s004-exp1's four model-epochs are priced by FLOPs
     p.blocks.update({first.name: first, second.name: second})
     p.flight = {}
+    p.credible = False  # as if it had never been shown: once shown, it stays
     exp1 = 10.0 * (forward_flops(Run.plan("s004-exp1", 0)) + progress.OVERHEAD_FLOPS) / (4_380_408 + 9e6)
     assert exp1 == pytest.approx(10 * (2_990_768 + 9e6) / (4_380_408 + 9e6))
     assert p.eta() is None  # the measured share is 0: not credible
