@@ -286,16 +286,17 @@ def _print_plan(sweep) -> None:
     typer.echo(f"plan for {sweep.out} (dry run: nothing started)")
     for note in sweep.notes:
         typer.echo(note)
-    typer.echo(f"{'step':<17} {'done':<12} {'resume (epochs held)':<24} new")
     by_step: dict[str, list] = {}
     for run in sweep.runs:
         key = layout.key(run)
         by_step.setdefault(f"{run.step} [{key.tag}]" if key.tag else run.step, []).append((run, key))
+    width = max([17, *map(len, by_step)])  # a step and its tag
+    typer.echo(f"{'step':<{width}} {'done':<12} {'resume (epochs held)':<24} new")
     for step, runs in by_step.items():
         done = [r.seed for r, key in runs if key in sweep.done]
         resume = [f"{r.seed} ({sweep.held(r)}/{r.recipe.epochs})" for r, key in runs if key in sweep.resume]
         new = [r.seed for r, key in runs if key not in sweep.done and key not in sweep.resume]
-        typer.echo(f"{step:<17} {_ranges(done):<12} {', '.join(resume) or '-':<24} {_ranges(new)}")
+        typer.echo(f"{step:<{width}} {_ranges(done):<12} {', '.join(resume) or '-':<24} {_ranges(new)}")
     todo = sweep.todo
     total = sum(r.recipe.epochs for r in sweep.runs)
     typer.echo(
@@ -330,12 +331,13 @@ def status(
         steps = {step: dataclasses.asdict(s) for step, s in table.items()}
         typer.echo(json.dumps({"out": str(out), "steps": steps, "quarantined": [str(p) for p in aside]}, indent=1))
         return
+    width = max([17, *map(len, table)])  # a step and its tag
     if not table:
         typer.echo(f"no runs in {out} yet")
     else:
-        typer.echo(f"{'step':<17} {'done':>4} {'unfinished':>10} {'failed':>6}  seeds done")
+        typer.echo(f"{'step':<{width}} {'done':>4} {'unfinished':>10} {'failed':>6}  seeds done")
     for step, s in table.items():
-        typer.echo(f"{step:<17} {len(s.done):>4} {len(s.partial):>10} {len(s.failed):>6}  {_ranges(s.done)}")
+        typer.echo(f"{step:<{width}} {len(s.done):>4} {len(s.partial):>10} {len(s.failed):>6}  {_ranges(s.done)}")
         for seed, state in sorted(s.partial.items()):
             typer.echo(f"    seed {seed}: {state}")
         for seed, error in sorted(s.failed.items()):
