@@ -23,7 +23,12 @@ from pathlib import Path
 
 from cnn.errors import BadInput
 
-LOGGERS = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}  # name -> the package it needs
+# name -> the module it needs, and what installs it (tensorboardX comes with ray[tune]; the others are extras)
+LOGGERS = {
+    "tensorboard": ("tensorboardX", "tensorboardX"),
+    "mlflow": ("mlflow", "'cnn-sweeps[mlflow]'"),
+    "wandb": ("wandb", "'cnn-sweeps[wandb]'"),
+}
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds")
 PROJECT = "cnn-sweeps"  # MLflow's experiment and W&B's project, unless the environment names one
 
@@ -33,8 +38,9 @@ def check(names: tuple[str, ...]) -> None:
     for name in names:
         if name not in LOGGERS:
             raise BadInput(f"--log-to takes {', '.join(LOGGERS)}; not {name!r}")
-        if importlib.util.find_spec(LOGGERS[name]) is None:
-            raise BadInput(f"--log-to {name} needs the {LOGGERS[name]} package: pip install 'cnn-sweeps[{name}]'")
+        module, install = LOGGERS[name]
+        if importlib.util.find_spec(module) is None:
+            raise BadInput(f"--log-to {name} needs the {module} package: pip install {install}")
 
 
 def numbers(trial, result: dict) -> dict:

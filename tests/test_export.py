@@ -122,8 +122,8 @@ def wandb_records(data: bytes, block: int = 32 * 1024):
 
 
 def test_a_logger_without_its_package_is_one_line(monkeypatch):
-    monkeypatch.setitem(export.LOGGERS, "mlflow", "no_such_package_here")
-    with pytest.raises(BadInput, match=r"--log-to mlflow needs the no_such_package_here package: pip install"):
+    monkeypatch.setitem(export.LOGGERS, "mlflow", ("no_such_package_here", "'cnn-sweeps[mlflow]'"))
+    with pytest.raises(BadInput, match=r"--log-to mlflow needs the no_such_package_here package: pip install 'cnn"):
         SweepConfig(steps=("all",), log_to=("mlflow",))
     with pytest.raises(BadInput, match="--log-to takes tensorboard, mlflow, wandb; not 'csv'"):
         SweepConfig(steps=("all",), log_to=("csv",))
