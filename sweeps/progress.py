@@ -207,6 +207,12 @@ class Progress(tune.Callback):
         if self.actor is not None:
             ray.kill(self.actor)
 
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _ended(self, trial) -> None:
         name = trial.config["run"]
         self.flight.pop(name, None)

@@ -106,12 +106,8 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
             trials = suggest.searcher(sweep, config, blocks, earlier, progress.say)
             rule = {"rule": "until-decided" if config.until_decided else "fixed"}
             writer = ResultsWriter(out, blocks, earlier, sweep_id=summary.sweep_id, **rule, **cluster.versions())
-            try:
+            with progress, contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C; Tune's handler took the first
                 _tuner(config, sweep, summary.sweep_id, trials, data, [writer, progress, *callbacks], progress).fit()
-            except KeyboardInterrupt:  # a second Ctrl-C; Tune's handler took the first and stopped the trials
-                pass
-            finally:
-                progress.close()
             summary.seconds = time.monotonic() - start
             summary.trained, summary.failed, summary.asked = writer.written, writer.failed, trials.asked()
             summary.complete = trials.finished and not summary.unfinished
