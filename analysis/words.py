@@ -528,7 +528,7 @@ def notices(results: Results, summary: Summary) -> list[str]:
 
 def quick_sweep(steps: pd.DataFrame, out, o: Options) -> str:
     """What a folder of quick runs can tell and what it cannot, and the command that gets the answer: the same steps,
-    full runs, in a folder of their own (a quick folder takes no full rows)."""
+    full runs, in a folder of their own (so that their report is not interleaved with the quick rows)."""
     names = steps["step"].unique().tolist()
     which = " ".join(names) if len(names) <= 6 else "all"  # many steps: the whole zoo, as the README's quick sweep
     files = steps.loc[steps["step_package"].isna(), "step_file"].dropna().unique()  # packages' steps are always there

@@ -5,6 +5,7 @@ point."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import shlex
 import sys
@@ -15,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from cnn.errors import BadInput
-from sweeps import decide
+from sweeps import decide, export
 
 
 class OneLineErrors(TyperGroup):
@@ -54,6 +55,7 @@ STEPS_FROM = typer.Option(
     "for several. Installed packages' steps (entry-point group cnn_sweeps.steps) are always there.",
     show_default="the zoo and installed packages' steps",
 )
+Logger = enum.Enum("Logger", {name: name for name in export.LOGGERS}, type=str)  # sweep run --log-to
 
 
 def _version(value: bool) -> None:
@@ -224,6 +226,15 @@ def run(
             "add one; then give up, saying what to check."
         ),
     ] = 900,
+    log_to: Annotated[
+        list[Logger] | None,
+        typer.Option(
+            help="Also send every run's per-epoch metrics to TensorBoard (files under OUT/tune), MLflow "
+            "($MLFLOW_TRACKING_URI, else OUT/mlruns) or W&B ($WANDB_PROJECT; WANDB_MODE=offline keeps it on disk); "
+            "repeat for more than one.",
+            show_default="none",
+        ),
+    ] = None,
 ) -> None:
     """Train every (step, seed) run that the results folder does not hold yet, spread over Ray.
 
@@ -259,6 +270,7 @@ def run(
         target=target,
         last_k=last_k,
         wait_for_nodes=wait_for_nodes,
+        log_to=tuple(logger.value for logger in log_to or ()),
     )
     if dry_run:
         _print_plan(prepare(config))
@@ -308,16 +320,17 @@ def _print_plan(sweep) -> None:
     typer.echo(f"plan for {sweep.out} (dry run: nothing started)")
     for note in sweep.notes:
         typer.echo(note)
-    typer.echo(f"{'step':<17} {'done':<12} {'resume (epochs held)':<24} new")
     by_step: dict[str, list] = {}
     for run in sweep.runs:
         key = layout.key(run)
         by_step.setdefault(f"{run.step} [{key.tag}]" if key.tag else run.step, []).append((run, key))
+    width = max([17, *map(len, by_step)])  # a step and its tag
+    typer.echo(f"{'step':<{width}} {'done':<12} {'resume (epochs held)':<24} new")
     for step, runs in by_step.items():
         done = [r.seed for r, key in runs if key in sweep.done]
         resume = [f"{r.seed} ({sweep.held(r)}/{r.recipe.epochs})" for r, key in runs if key in sweep.resume]
         new = [r.seed for r, key in runs if key not in sweep.done and key not in sweep.resume]
-        typer.echo(f"{step:<17} {_ranges(done):<12} {', '.join(resume) or '-':<24} {_ranges(new)}")
+        typer.echo(f"{step:<{width}} {_ranges(done):<12} {', '.join(resume) or '-':<24} {_ranges(new)}")
     todo = sweep.todo
     total = sum(r.recipe.epochs for r in sweep.runs)
     typer.echo(
@@ -372,12 +385,13 @@ def status(
         quarantined = [str(p) for p in aside]
         typer.echo(json.dumps({"out": str(out), "steps": steps, "quarantined": quarantined, "notes": notes}, indent=1))
         return
+    width = max([17, *map(len, table)])  # a step and its tag
     if not table:
         typer.echo(f"no runs in {out} yet")
     else:
-        typer.echo(f"{'step':<17} {'done':>4} {'unfinished':>10} {'failed':>6}  seeds done")
+        typer.echo(f"{'step':<{width}} {'done':>4} {'unfinished':>10} {'failed':>6}  seeds done")
     for step, s in table.items():
-        typer.echo(f"{step:<17} {len(s.done):>4} {len(s.partial):>10} {len(s.failed):>6}  {_ranges(s.done)}")
+        typer.echo(f"{step:<{width}} {len(s.done):>4} {len(s.partial):>10} {len(s.failed):>6}  {_ranges(s.done)}")
         for seed, state in sorted(s.partial.items()):
             typer.echo(f"    seed {seed}: {state}")
         for seed, error in sorted(s.failed.items()):

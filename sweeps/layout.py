@@ -31,8 +31,10 @@ COMPARABLE = ["recipe_hash", "quick", "precision", "vary", "base_seed"]
 DEFAULTS = {"vary": "all", "base_seed": 0}  # for files written before these columns existed
 # for epoch files written before these columns existed
 EPOCH_DEFAULTS = {"engine": "single", "block_size": 1, "rule": "fixed"}
-# seed-0007.parquet, seed-0007.json; a --vary run adds its tag (:func:`tag`): seed-0007-vary-order-b0.parquet
-SEED_NAME = re.compile(r"seed-(\d+)(?:-(vary-[a-z+]+-b\d+))?\.(parquet|json)")
+QUICK = "quick"  # the tag of a --quick run's files
+# seed-0007.parquet, seed-0007.json; a quick or --vary run adds its tag (:func:`tag`): seed-0007-quick.parquet,
+# seed-0007-vary-order-b0.parquet, seed-0007-quick-vary-order-b0.parquet
+SEED_NAME = re.compile(r"seed-(\d+)(?:-((?:quick-)?vary-[a-z+]+-b\d+|quick))?\.(parquet|json)")
 
 LAYOUT = f"""\
 OUT/
@@ -41,8 +43,11 @@ OUT/
   {PREDICTIONS}/step=<name>/seed-<SSSS>[-<tag>].parquet one row per finished run: final-epoch predictions
   {RUNS}/<name>/seed-<SSSS>[-<tag>].json  in-flight state of a run not yet finished: epoch reached, checkpoint, error
 
-<tag> is there only for runs of `sweep run --vary` other than `all`: vary-<sources joined by +>-b<base seed>,
-e.g. seed-0003-vary-order-b0.parquet, so that such runs live beside the `all` runs of the same step and seed.
+<tag> is there only for runs of `sweep run --quick`, `quick`, and of `sweep run --vary` other than `all`,
+vary-<sources joined by +>-b<base seed>, both joined by - (seed-0003-quick.parquet, seed-0003-vary-order-b0.parquet,
+seed-0003-quick-vary-order-b0.parquet), so that such runs live beside the full `all` runs of the same step and seed.
+A quick run's files written before quick runs had a tag are named without it; they read as the quick runs they are,
+and are renamed to their tagged names when a full run of that seed is written.
   {TUNE}/                                  Ray Tune's own experiment state (unless --storage points elsewhere)
   {QUARANTINE}/                            damaged files moved aside (same relative paths); their runs train again"""
 
@@ -77,7 +82,12 @@ EPOCH_COLUMNS = [
         "or `until-decided` (`sweep run --until-decided`: seeds added while the step's verdict was undecided, judged "
         "with a confidence sequence)",
     ),
-    ("run_id", pa.string(), "`<step>/seed=<S>/<recipe_hash>`, and `/<tag>` for a `--vary` run other than `all`"),
+    (
+        "run_id",
+        pa.string(),
+        "`<step>/seed=<S>/<recipe_hash>`, and `/<tag>` for a quick run or a `--vary` run other than `all` (the tag of "
+        "its file name)",
+    ),
     ("sweep_id", pa.string(), "id of the `sweep run` invocation that finished the run"),
     (
         "recipe_hash",
@@ -191,7 +201,7 @@ class RunKey(NamedTuple):
 
     step: str
     seed: int
-    tag: str = ""  # "" for a run whose seed drives every random stream; else its --vary tag (:func:`tag`)
+    tag: str = ""  # "" for a full run whose seed drives every random stream; else its tag (:func:`tag`)
 
     @property
     def name(self) -> str:
@@ -199,10 +209,11 @@ class RunKey(NamedTuple):
         return f"{self.step}#{self.seed}" + (f"-{self.tag}" if self.tag else "")
 
 
-def tag(vary: str, base_seed: int) -> str:
-    """'' for a run whose seed drives every stream; else ``vary-<streams joined by +>-b<base seed>``, which tells its
-    files apart from the same seed's ``all`` run."""
-    return "" if vary == "all" else f"vary-{vary.replace(',', '+')}-b{base_seed}"
+def tag(vary: str, base_seed: int, quick: bool = False) -> str:
+    """'' for a full run whose seed drives every stream; else what tells its files apart from that run's: ``quick``
+    for a --quick run, ``vary-<streams joined by +>-b<base seed>`` for a --vary run, both joined by '-'."""
+    varied = "" if vary == "all" else f"vary-{vary.replace(',', '+')}-b{base_seed}"
+    return "-".join(filter(None, (QUICK if quick else "", varied)))
 
 
 def run_id(step: str, seed: int, recipe_hash: str, tag: str = "") -> str:
@@ -212,7 +223,7 @@ def run_id(step: str, seed: int, recipe_hash: str, tag: str = "") -> str:
 
 def key(run) -> RunKey:
     """The key of a planned run (a ``cnn.train.Run``)."""
-    return RunKey(run.step, run.seed, tag(run.vary, run.base_seed))
+    return RunKey(run.step, run.seed, tag(run.vary, run.base_seed, run.quick))
 
 
 def run_columns(run) -> dict[str, Any]:
@@ -267,7 +278,7 @@ def prediction_row(run, epoch: int, predictions: np.ndarray, correct: np.ndarray
 class RunFile(NamedTuple):
     step: str
     seed: int
-    tag: str  # "" for a run whose seed drives every random stream; else its --vary tag (:func:`tag`)
+    tag: str  # the tag of its name (:func:`tag`)
     path: Path
 
     @property
@@ -334,13 +345,17 @@ class Folder:
 def read(out: Path) -> Folder:
     """Read every run file of ``out`` and its ``steps.parquet`` once, moving damaged ones aside (:class:`Folder`)."""
     tables: dict[str, dict[RunKey, pa.Table]] = {EPOCHS: {}, PREDICTIONS: {}}
+    keys: dict[Path, RunKey] = {}  # file -> the key it was read under
     damaged: list[Path] = []
     for kind, found in tables.items():
         for f in run_files(out, kind):
             try:
-                found[f.key] = with_defaults(pq.read_table(f.path), kind)
+                table = with_defaults(pq.read_table(f.path), kind)
             except (pa.ArrowException, OSError):
                 damaged.append(f.path)
+                continue
+            keys[f.path] = content_key(f, table)
+            found[keys[f.path]] = table
     steps = None
     if (out / STEPS).exists():
         try:
@@ -354,11 +369,35 @@ def read(out: Path) -> Folder:
             continue
         step, (seed, tag) = path.parent.name.removeprefix("step="), parse_name(path)
         for kind, found in tables.items():
-            found.pop(RunKey(step, seed, tag), None)
             file = run_file(out, kind, step, seed, tag)
+            found.pop(keys.get(file), None)
             if file.exists():
                 moved[file] = _move_aside(out, file)
     return Folder(tables[EPOCHS], tables[PREDICTIONS], steps, [(path, moved[path]) for path in damaged])
+
+
+def content_key(f: RunFile, table: pa.Table) -> RunKey:
+    """The key of the run a file holds: its name's, but for a quick run's file written before quick runs had a tag
+    of their own, which is named as a full run's."""
+    if table.num_rows and table["quick"][0].as_py() and not f.tag.startswith(QUICK):
+        return f.key._replace(tag="-".join(filter(None, (QUICK, f.tag))))
+    return f.key
+
+
+def make_room(out: Path, key: RunKey) -> None:
+    """Before a run's files are written: a quick run's files that hold their names (written before quick runs had a
+    tag) move to their tagged names, so that both runs keep their rows."""
+    path = run_file(out, EPOCHS, *key)
+    if not path.exists():
+        return
+    quick = content_key(RunFile(*key, path), pq.read_table(path, columns=["quick"])).tag
+    if quick != key.tag:
+        for kind in (EPOCHS, PREDICTIONS):
+            file = run_file(out, kind, *key)
+            if file.exists():
+                target = run_file(out, kind, key.step, key.seed, quick)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(file, target)
 
 
 def _move_aside(out: Path, file: Path) -> Path:

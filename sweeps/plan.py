@@ -14,7 +14,7 @@ import torch
 from cnn import memory, stepfiles, zoo
 from cnn.block import unstackable
 from cnn.train import PRECISIONS, Run, parse_vary
-from sweeps import BadSweep, decide, layout, results
+from sweeps import BadSweep, decide, export, layout, results
 from sweeps.layout import RunKey
 from sweeps.protocol import check_safe
 
@@ -56,6 +56,7 @@ class SweepConfig:
     target: float = decide.TARGET  # with until_decided: the verdict's target accuracy, percent
     last_k: int = decide.LAST_K  # with until_decided: the epochs a consistent run holds the target through
     wait_for_nodes: float = 900  # s, that a joined cluster's autoscaler may take to add a node that holds a trial
+    log_to: tuple[str, ...] = ()  # where else every run's metrics go: tensorboard, mlflow, wandb (sweeps.export)
 
     @property
     def block_size(self) -> int:
@@ -121,6 +122,7 @@ class SweepConfig:
         for ok, message in checks:
             if not ok:
                 raise BadSweep(message)
+        export.check(self.log_to)
 
 
 def plan(config: SweepConfig) -> list[Run]:

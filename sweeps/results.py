@@ -47,6 +47,7 @@ def write_run(
     """Write a finished run: its epoch rows (``sweep``: the columns of the sweep, its id and the driver's versions),
     then its final-epoch predictions, then drop its in-flight marker."""
     key = layout.key(run)
+    layout.make_room(out, key)
     rows = layout.epoch_rows(run, [t.flat() for t in epochs], **sweep)
     write_table(run_file(out, EPOCHS, *key), rows, EPOCH_SCHEMA)
     prediction = layout.prediction_row(run, rows[-1]["epoch"], predictions, correct)

@@ -35,7 +35,7 @@ from filelock import FileLock, Timeout
 
 from cnn.data import MNIST, load_mnist
 from cnn.train import Run, train
-from sweeps import BadSweep, layout, results, suggest
+from sweeps import BadSweep, export, layout, results, suggest
 from sweeps.layout import LOCK, TUNE, RunKey
 from sweeps.plan import Block, Plan, SweepConfig, prepare
 from sweeps.protocol import BlockState, Report, Trained, Worker, legacy_records
@@ -48,7 +48,7 @@ os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a failed run is one
 from ray import cloudpickle, tune  # noqa: E402
 
 from sweeps import cluster  # noqa: E402
-from sweeps.progress import Progress  # noqa: E402
+from sweeps.progress import Progress, beat, intro  # noqa: E402
 
 
 @dataclass
@@ -96,20 +96,16 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
         with cluster.ray_session(config.address, config.num_cpus, config.num_gpus):
             cluster.check_nodes(config.cpus_per_trial, config.gpus_per_trial, config.wait_for_nodes, stream)
             results.write_steps(out, sweep.runs, sweep.folder)
-            for line in [_what(sweep, config), *sweep.notes]:
-                print(line, file=stream, flush=True)
+            print(intro(sweep, config), *sweep.notes, sep="\n", file=stream, flush=True)
             start = time.monotonic()
             earlier = {key: _earlier(key, r) for key, r in sweep.resume.items()}
             blocks: dict[str, Block] = {}  # every trial's block, as the searcher starts them
-            epochs = None if config.until_decided else sum(r.recipe.epochs - sweep.held(r) for r in todo)
-            progress = Progress(blocks, None if config.until_decided else len(todo), epochs, stream)
+            progress = Progress(sweep, config, blocks, data, stream)
             trials = suggest.searcher(sweep, config, blocks, earlier, progress.say)
             rule = {"rule": "until-decided" if config.until_decided else "fixed"}
             writer = ResultsWriter(out, blocks, earlier, sweep_id=summary.sweep_id, **rule, **cluster.versions())
-            try:
-                _tuner(config, sweep, summary.sweep_id, trials, data, [writer, progress, *callbacks]).fit()
-            except KeyboardInterrupt:  # a second Ctrl-C; Tune's handler took the first and stopped the trials
-                pass
+            with progress, contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C; Tune's handler took the first
+                _tuner(config, sweep, summary.sweep_id, trials, data, [writer, progress, *callbacks], progress).fit()
             summary.seconds = time.monotonic() - start
             summary.trained, summary.failed, summary.asked = writer.written, writer.failed, trials.asked()
             summary.complete = trials.finished and not summary.unfinished
@@ -117,21 +113,6 @@ def run_sweep(config: SweepConfig, data: MNIST | None = None, callbacks=(), stre
     finally:
         lock.release()
     return summary
-
-
-def _what(sweep: Plan, config: SweepConfig) -> str:
-    todo = sweep.todo
-    if config.until_decided:
-        steps = len({r.step for r in sweep.runs})
-        return (
-            f"until decided: {steps} steps, {config.min_seeds} to {config.max_seeds} seeds each ({len(sweep.done)} "
-            f"runs already here, {len(sweep.marked)} to finish); workers start and import torch"
-        )
-    epochs = sum(r.recipe.epochs - sweep.held(r) for r in todo)
-    return (
-        f"{len(todo)} runs to train ({len(sweep.resume)} resume from a checkpoint), {epochs} model-epochs, in "
-        f"trials of up to {max(sweep.sizes.values())} seeds; workers start and import torch"
-    )
 
 
 def _earlier(key: RunKey, resume: results.Resume) -> list[Trained]:
@@ -142,13 +123,14 @@ def _earlier(key: RunKey, resume: results.Resume) -> list[Trained]:
         return legacy_records(Path(d), key.seed)
 
 
-def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, trials, data: MNIST, callbacks):
-    """The trials the searcher suggests (sweeps.suggest), each named by its block."""
+def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, trials, data: MNIST, callbacks, progress: Progress):
+    """The searcher's trials (sweeps.suggest), each named by its block, telling ``progress`` their batches."""
     runs = {layout.key(r): r for r in sweep.todo}
     for module in {r.spec.origin.module for r in runs.values() if r.spec.origin}:  # a step file's code goes by value:
         cloudpickle.register_pickle_by_value(sys.modules[module])  # workers need neither the file nor its package
     resume = {key: r.checkpoint for key, r in sweep.resume.items()}
-    trainable = tune.with_parameters(train_trial, data=data, runs=runs, resume=resume, gpu_share=config.gpus_per_trial)
+    share, pulse = config.gpus_per_trial, progress.actor
+    trainable = tune.with_parameters(train_trial, data=data, runs=runs, resume=resume, gpu_share=share, pulse=pulse)
     return tune.Tuner(
         tune.with_resources(trainable, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}),
         tune_config=tune.TuneConfig(
@@ -159,7 +141,7 @@ def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, trials, data: MNIST,
             storage_path=config.storage or str(sweep.out / TUNE),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=callbacks,
+            callbacks=[*callbacks, *export.loggers(config.log_to, sweep.out)],
             verbose=0,
         ),
     )
@@ -168,9 +150,9 @@ def _tuner(config: SweepConfig, sweep: Plan, sweep_id: str, trials, data: MNIST,
 # --- the trainable (runs in a Ray worker) ---------------------------------------------------------------------------
 
 
-def train_trial(config: dict[str, Any], data: MNIST, runs: dict, resume: dict, gpu_share: float) -> None:
+def train_trial(config: dict[str, Any], data: MNIST, runs: dict, resume: dict, gpu_share: float, pulse=None) -> None:
     """Train one block from where Tune's checkpoint of it (a retried trial) or its seeds' markers (a re-run sweep)
-    left it, reporting every epoch with the block's checkpoint."""
+    left it, reporting every epoch with the block's checkpoint, and its batches to ``pulse`` (sweeps.progress)."""
     block = Block.of(config, runs, resume)
     cluster.check_device(block.runs[0].device)
     epochs, worker = block.recipe.epochs, Worker.here(block.runs[0].device)
@@ -179,7 +161,7 @@ def train_trial(config: dict[str, Any], data: MNIST, runs: dict, resume: dict, g
     if not live or state.epoch >= epochs:  # trained to the end, but the rows were never written
         return _report(Report(state.epoch, {}, {}, worker, time.time()), state)
     with cluster.gpu_share(block, gpu_share):
-        for epoch in train(live, data, state.states or None):
+        for epoch in train(live, data, state.states or None, on_batch=beat(pulse, config["run"])):
             state = state.after(epoch, last=epoch.epoch == epochs)
             records = {seed: e.record for seed, e in epoch.seeds.items()}
             _report(Report(epoch.epoch, records, epoch.failed, worker, time.time()), state)

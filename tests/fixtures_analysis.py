@@ -51,7 +51,7 @@ def write_run(
     (bool per test image) is given, its predictions row. `engine`: one for every epoch, or one per epoch. `rule`:
     the `rule` column's value (`fixed`, `until-decided`); None writes a file without the column, as before it."""
     engines = [engine] * len(accs) if isinstance(engine, str) else engine
-    tag = tag_of(vary, base_seed)
+    tag = tag_of(vary, base_seed, quick)
     fixed = {
         "submission": submission,
         "seed": seed,

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -85,7 +86,6 @@ CASES = {
     "run: --seeds-per-trial 0": ([*RUN, "--seeds-per-trial", "0"], "--seeds-per-trial must be at least 1"),
     "run: --wait-for-nodes -1": ([*RUN, "--wait-for-nodes", "-1"], "--wait-for-nodes must be 0 or more"),
     "run: other epochs into quick rows": ([*RUN, "--epochs", "3"], "holds quick fp32 rows with recipe"),
-    "run: full rows into quick rows": (["run", "s003-model4"], "this sweep would add full fp32 rows"),
     "run: --bf16 into fp32 rows": ([*RUN, "--bf16"], "this sweep would add quick bf16 rows"),
     "run: --tf32 on the CPU": ([*RUN, "--tf32"], "--tf32 is a GPU precision"),
     "run: --gpu-memory 0": ([*RUN, "--gpu-memory", "0"], "--gpu-memory must be positive"),
@@ -102,6 +102,7 @@ CASES = {
         "one seed needs about",
     ),
     "run: --tf32 and --bf16": ([*RUN, "--tf32", "--bf16"], "two precisions; choose one"),
+    "run: --log-to unknown": ([*RUN, "--log-to", "csv"], "Invalid value for '--log-to'"),
     "run: MNIST missing, offline": ([*RUN, "--seeds", "3", "--data-dir", "{empty}"], "MNIST not found in"),
     "run: MNIST file damaged": ([*RUN, "--seeds", "3", "--data-dir", "{damaged}"], "t10k-images-idx3-ubyte is damaged"),
     "run: another sweep is writing": ([*RUN, "--seeds", "3"], "another sweep is writing to"),
@@ -238,31 +239,32 @@ def test_the_cases_cover_every_option_of_run_status_and_report():
 
 def test_damaged_results_file_is_quarantined_and_its_run_trains_again(places):
     out = Path(places["out"])
-    bad = layout.run_file(out, layout.EPOCHS, "s003-model4", 1)
+    bad = layout.run_file(out, layout.EPOCHS, "s003-model4", 1, layout.QUICK)
     bad.write_bytes(bad.read_bytes()[:100])
     damaged, before = bad.read_bytes(), files(out)
     line, res = one_line(["status", "--out", str(out)], code=0)
-    assert line.startswith("moved damaged ") and "seed-0001.parquet" in line
-    assert "quarantined: " in res.stdout and "s003-model4          1" in res.stdout
-    moved = {f"quarantine/{k}" for k in before if k.endswith("step=s003-model4/seed-0001.parquet")}
+    assert line.startswith("moved damaged ") and "seed-0001-quick.parquet" in line
+    assert "quarantined: " in res.stdout and "s003-model4 [quick]    1" in res.stdout
+    moved = {f"quarantine/{k}" for k in before if k.endswith("step=s003-model4/seed-0001-quick.parquet")}
     after = files(out)
-    assert after["quarantine/epochs/step=s003-model4/seed-0001.parquet"] == damaged
+    assert after["quarantine/epochs/step=s003-model4/seed-0001-quick.parquet"] == damaged
     assert {k: v for k, v in after.items() if k not in moved} == {
-        k: v for k, v in before.items() if not k.endswith("step=s003-model4/seed-0001.parquet")
+        k: v for k, v in before.items() if not k.endswith("step=s003-model4/seed-0001-quick.parquet")
     }
     res = CliRunner().invoke(app, [*RUN, "--dry-run", "--out", str(out), "--data-dir", places["data"]])
-    assert res.exit_code == 0 and ["s003-model4", "0", "-", "1"] in [ln.split() for ln in res.stdout.splitlines()]
+    plan = [ln.split() for ln in res.stdout.splitlines()]
+    assert res.exit_code == 0 and ["s003-model4", "[quick]", "0", "-", "1"] in plan
 
 
 def test_dry_run_on_a_half_finished_folder(places):
     out = Path(places["out"])
     ckpt = out / "ckpt"
     ckpt.mkdir()
-    results.write_marker(out, "s003-model4", 2, epoch=1, epochs=2, checkpoint=str(ckpt))
+    results.write_marker(out, "s003-model4", 2, layout.QUICK, epoch=1, epochs=2, checkpoint=str(ckpt))
     before = files(out)
     res = CliRunner().invoke(app, [*RUN, "--seeds", "4", "--dry-run", "--out", str(out), "--data-dir", places["data"]])
     assert res.exit_code == 0, res.output
-    assert ["s003-model4", "0-1", "2", "(1/2)", "3"] in [ln.split() for ln in res.stdout.splitlines()]
+    assert ["s003-model4", "[quick]", "0-1", "2", "(1/2)", "3"] in [ln.split() for ln in res.stdout.splitlines()]
     assert "2 of 4 runs to train: 3 model-epochs of 8 in all" in res.stdout
     assert files(out) == before
 
@@ -275,6 +277,9 @@ def test_interrupted_sweep_exits_130_and_says_how_to_continue(tmp_path, data_dir
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(ray_tmp)}
     sweep = [Path(sys.executable).parent / "sweep", *args, "--out", str(out), "--num-cpus", "2"]
     proc = subprocess.Popen(sweep, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = []  # stderr, with when each line came
+    reader = threading.Thread(target=lambda: lines.extend((time.time(), ln) for ln in proc.stderr), daemon=True)
+    reader.start()
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
@@ -283,9 +288,14 @@ def test_interrupted_sweep_exits_130_and_says_how_to_continue(tmp_path, data_dir
             time.sleep(0.2)
         assert proc.poll() is None, "the sweep ended before it could be interrupted"
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
+        interrupted = time.time()
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
     finally:
         subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], check=False)
+    stderr = "".join(ln for _, ln in lines)
+    said = [t - interrupted for t, ln in lines if ln.startswith("stopping…")]
+    assert said and said[0] < 2, stderr  # at once, while Tune stops the trials
     last = stderr.strip().splitlines()[-1]
     assert proc.returncode == 130, stderr
     assert last.startswith("interrupted: ") and "runs unfinished" in last and "Traceback" not in stderr, stderr
@@ -309,7 +319,7 @@ def test_a_crafted_checkpoint_is_refused_in_one_line(places, tmp_path):
     ckpt.mkdir()
     torch.save({"epoch": 1, "failed": {}, "predictions": {}, "x": Payload(ran)}, ckpt / FILE)
     torch.save({}, ckpt / STATES)
-    results.write_marker(out, "s003-model4", 2, epoch=1, epochs=2, checkpoint=str(ckpt))
+    results.write_marker(out, "s003-model4", 2, layout.QUICK, epoch=1, epochs=2, checkpoint=str(ckpt))
     before = files(out)
     line, _ = one_line([*RUN, "--seeds", "3", "--out", places["out"], "--data-dir", places["data"]])
     assert line.startswith("error: refusing checkpoint ") and "pathlib" in line and "marker under runs/" in line

@@ -76,7 +76,7 @@ QUICK = dict(steps=("s003-model4",), seeds=4, epochs=2, quick=True, gpus_per_tri
 
 def test_a_sweep_on_fractional_gpus_writes_rows_once_and_a_killed_trial_resumes(ray_session, tiny, tmp_path):
     undisturbed = run_sweep(SweepConfig(**QUICK, out=tmp_path / "a"), data=tiny)
-    kill = KillWorkerOnce("s003-model4", "0+1")
+    kill = KillWorkerOnce("s003-model4", "0+1", tag="quick")
     killed = run_sweep(SweepConfig(**QUICK, out=tmp_path / "b", max_failures=2), data=tiny, callbacks=[kill])
     assert len(undisturbed.trained) == len(killed.trained) == 4 and kill.killed_at is not None
     a, b = (pd.read_parquet(tmp_path / d / "epochs").sort_values(KEY).reset_index(drop=True) for d in "ab")

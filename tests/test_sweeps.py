@@ -89,6 +89,29 @@ def test_more_seeds_trains_only_the_new_ones(sweep_results, tiny, tmp_path):
     assert len(rows) == 8 + 2 and not rows.duplicated(KEY).any()
 
 
+def test_full_runs_go_beside_quick_ones_and_older_quick_files_still_count(sweep_results, tiny, tmp_path):
+    """The README's path after its quick sweep: full runs of the same seeds plan and train in the same folder. A
+    folder written before quick runs had a tag in their file names reads those files as the quick runs they are, and
+    keeps them, renamed, when a full run of the same seed takes the name."""
+    out = tmp_path / "results"
+    shutil.copytree(sweep_results, out)
+    res = CliRunner().invoke(app, ["run", "s003-model4", "--seeds", "3", "--epochs", "2", "--dry-run", "--out", out])
+    assert res.exit_code == 0 and ["s003-model4", "-", "-", "0-2"] in [ln.split() for ln in res.stdout.splitlines()]
+    for kind in (layout.EPOCHS, layout.PREDICTIONS):  # as sweeps wrote them before
+        for f in layout.run_files(out, kind):
+            f.path.rename(f.path.with_name(f"{layout.stem(f.seed)}.parquet"))
+    older = snapshot(out)
+    assert not run_sweep(SweepConfig(**SWEEP, out=out), data=tiny).plan.todo  # still done: nothing to train
+    summary = run_sweep(SweepConfig(steps=("s003-model4",), seeds=1, epochs=1, out=out), data=tiny)
+    assert (len(summary.trained), len(summary.plan.done)) == (1, 0)
+    after = snapshot(out)
+    renamed = "step=s003-model4/seed-0000.parquet"
+    kept = {k.replace(renamed, renamed.replace(".parquet", "-quick.parquet")): v for k, v in older.items() if "/" in k}
+    assert {k: after[k] for k in kept} == kept
+    rows = pd.read_parquet(out / "epochs")
+    assert len(rows) == 8 + 1 and rows["quick"].sum() == 8 and not rows.duplicated([*KEY, "quick"]).any()
+
+
 class KillWorkerOnce:
     """A Tune callback that SIGKILLs the worker process of one trial once its first epoch's checkpoint is saved."""
 
@@ -109,7 +132,7 @@ class KillWorkerOnce:
 
 
 def test_killed_worker_resumes_from_checkpoint_with_same_metrics(sweep_results, tiny, tmp_path):
-    kill = KillWorkerOnce("s003-model4", 1)
+    kill = KillWorkerOnce("s003-model4", 1, tag=layout.QUICK)
     out = tmp_path / "results"
     summary = run_sweep(SweepConfig(**SWEEP, out=out, max_failures=2), data=tiny, callbacks=[kill])
     assert kill.killed_at is not None and len(summary.trained) == 4 and not summary.failed
@@ -128,11 +151,11 @@ def test_killed_worker_resumes_from_checkpoint_with_same_metrics(sweep_results, 
 def test_status_shows_done_and_unfinished(sweep_results, tmp_path):
     out = tmp_path / "results"
     shutil.copytree(sweep_results, out)
-    results.write_marker(out, "s004-exp1", 7, epoch=1, epochs=2, checkpoint="/nowhere")
-    results.write_marker(out, "s004-exp1", 8, error="RuntimeError: boom")
+    results.write_marker(out, "s004-exp1", 7, layout.QUICK, epoch=1, epochs=2, checkpoint="/nowhere")
+    results.write_marker(out, "s004-exp1", 8, layout.QUICK, error="RuntimeError: boom")
     res = CliRunner().invoke(app, ["status", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "s003-model4          2          0      0  0-1" in res.output
+    assert "s003-model4 [quick]    2          0      0  0-1" in res.output
     assert "seed 7: stopped at epoch 1/2" in res.output and "seed 8: failed: RuntimeError: boom" in res.output
 
 
@@ -209,8 +232,8 @@ def test_incompatible_results_are_refused_and_kept(sweep_results, tmp_path, data
         ["run", "s003-model4", "--quick", "--epochs", "3", "--out", str(out), "--data-dir", str(data_dir)]
     )
     assert "holds quick fp32 rows with recipe" in line and "s003-model4" in line
-    full = one_line_exit_2(["run", "s003-model4", "--out", str(out), "--data-dir", str(data_dir)])
-    assert "this sweep would add full fp32 rows" in full
+    bf16 = ["run", "s003-model4", "--quick", "--epochs", "2", "--bf16", "--out", str(out), "--data-dir", str(data_dir)]
+    assert "this sweep would add quick bf16 rows" in one_line_exit_2(bf16)
     assert snapshot(out) == before
 
 

@@ -72,7 +72,7 @@ def test_more_seeds_form_new_blocks_and_never_retrain_finished_ones(block_result
     shutil.copytree(block_results, out)
     before = snapshot(out)
     summary = run_sweep(SweepConfig(**{**BLOCKS, "seeds": 7}, out=out), data=tiny)
-    assert sorted(summary.trained) == [("s003-model4", 5, ""), ("s003-model4", 6, "")]
+    assert sorted(summary.trained) == [("s003-model4", 5, "quick"), ("s003-model4", 6, "quick")]
     after = snapshot(out)
     assert {k: after[k] for k in before} == before
     new = rows(out).query("seed >= 5")
@@ -80,7 +80,7 @@ def test_more_seeds_form_new_blocks_and_never_retrain_finished_ones(block_result
 
 
 def test_a_killed_block_is_retried_from_its_checkpoint_with_the_same_rows(block_results, tiny, tmp_path):
-    kill = KillBlockOnce("s003-model4#0+1+2+3")
+    kill = KillBlockOnce("s003-model4#0+1+2+3-quick")
     out = tmp_path / "results"
     summary = run_sweep(SweepConfig(**BLOCKS, out=out, max_failures=2), data=tiny, callbacks=[kill])
     assert kill.killed_at is not None and len(summary.trained) == 5 and not summary.failed
@@ -94,7 +94,7 @@ def test_a_killed_block_is_retried_from_its_checkpoint_with_the_same_rows(block_
 def test_a_killed_sweep_resumes_its_seeds_in_other_blocks(block_results, tiny, tmp_path):
     """The block of seeds 0-3 dies after epoch 1 with no retries left; a re-run with --seeds-per-trial 2 resumes its
     four seeds from the block's checkpoint in two blocks of two, with the same epoch-1 rows."""
-    kill = KillBlockOnce("s003-model4#0+1+2+3")
+    kill = KillBlockOnce("s003-model4#0+1+2+3-quick")
     out = tmp_path / "results"
     summary = run_sweep(SweepConfig(**BLOCKS, out=out, max_failures=0), data=tiny, callbacks=[kill])
     assert kill.killed_at is not None and len(summary.failed) == 4 and len(summary.trained) == 1
@@ -138,11 +138,11 @@ def test_a_seed_that_diverges_fails_alone_and_its_block_finishes(tiny, tmp_path,
         results.write_marker(out, *layout.key(r), epoch=1, epochs=2, checkpoint=str(ckpt))
     summary = run_sweep(config, data=tiny)
     assert summary.resumed == 3 and sorted(k[1] for k in summary.trained) == [0, 2, 3]
-    assert len(summary.failed) == 1 and summary.failed[0].startswith("s003-model4#1: ")
+    assert len(summary.failed) == 1 and summary.failed[0].startswith("s003-model4#1-quick: ")
     assert "training loss nan in epoch 2" in summary.failed[0]
     got = rows(out)
     assert sorted(got.seed.unique()) == [0, 2, 3] and len(got) == 6
-    assert "nan in epoch 2" in results.status(out)["s003-model4"].failed[1]
+    assert "nan in epoch 2" in results.status(out)["s003-model4 [quick]"].failed[1]
 
 
 def test_seeds_per_trial_must_be_positive():

@@ -75,7 +75,7 @@ def test_vary_groups_live_side_by_side_and_are_never_pooled(tmp_path, ray_sessio
 def test_a_killed_vary_run_resumes_with_the_same_rows(tmp_path, ray_session, tiny):
     config = dict(**{**VARY, "seeds": 2}, vary="augment", base_seed=4)
     undisturbed = run_sweep(SweepConfig(**config, out=tmp_path / "undisturbed"), data=tiny)
-    kill = KillWorkerOnce("s003-model4", 1, tag="vary-augment-b4")
+    kill = KillWorkerOnce("s003-model4", 1, tag="quick-vary-augment-b4")
     killed = run_sweep(SweepConfig(**config, out=tmp_path / "killed", max_failures=2), data=tiny, callbacks=[kill])
     assert kill.killed_at is not None and len(killed.trained) == len(undisturbed.trained) == 2
     a, b = (
