@@ -43,9 +43,9 @@ def markdown(results: Results, summary: Summary) -> str:
         textwrap.fill(
             f"{'/'.join(map(str, seeds))} seeds per step, full length ({'/'.join(map(str, epochs))} epochs), every "
             f"run on {devices}: {hours:.1f} hours of wall time. Target {o.target:.2f} %, consistent = at or above it "
-            f"in each of the last {o.last_k} epochs, intervals at {o.confidence:.0%} (the report's definitions, "
-            "above). The folder, its report and its CSVs are committed; `sweep report --out benchmarks/reference` "
-            "redraws them in seconds, and this trains them again:",
+            f"in each of the last {o.last_k} epochs, intervals at {o.confidence:.0%} (the report's definitions, in "
+            "[The report](#the-report)). The folder, its report and its CSVs are committed; "
+            "`sweep report --out benchmarks/reference` redraws them in seconds, and this trains them again:",
             120,
         ),
         "",

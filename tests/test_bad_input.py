@@ -269,11 +269,10 @@ def test_dry_run_on_a_half_finished_folder(places):
     assert files(out) == before
 
 
-def test_interrupted_sweep_exits_130_and_says_how_to_continue(tmp_path, data_dir):
-    """SIGINT (Ctrl-C) to a real `sweep run` once a run has a checkpoint: exit 130, the unfinished runs counted,
-    and the command that continues it; running that command finishes the sweep with undisturbed rows."""
-    out, ray_tmp = tmp_path / "results", Path(tempfile.mkdtemp(prefix="ri", dir="/tmp"))
-    args = ["run", "s003-model4", "--seeds", "2", "--quick", "--epochs", "3", "--data-dir", str(data_dir)]
+def interrupt(args: list[str], out: Path) -> tuple[int, str, float]:
+    """Run ``sweep <args> --out OUT`` on a Ray of its own and SIGINT it (Ctrl-C) once a run has a checkpoint: its
+    exit code, its stderr and how many seconds after the signal it said ``stopping…``."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ri", dir="/tmp"))
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(ray_tmp)}
     sweep = [Path(sys.executable).parent / "sweep", *args, "--out", str(out), "--num-cpus", "2"]
     proc = subprocess.Popen(sweep, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -293,11 +292,19 @@ def test_interrupted_sweep_exits_130_and_says_how_to_continue(tmp_path, data_dir
         reader.join(timeout=10)
     finally:
         subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], check=False)
-    stderr = "".join(ln for _, ln in lines)
     said = [t - interrupted for t, ln in lines if ln.startswith("stopping…")]
-    assert said and said[0] < 2, stderr  # at once, while Tune stops the trials
+    return proc.returncode, "".join(ln for _, ln in lines), said[0] if said else float("inf")
+
+
+def test_interrupted_sweep_exits_130_and_says_how_to_continue(tmp_path, data_dir):
+    """SIGINT (Ctrl-C) to a real `sweep run` once a run has a checkpoint: exit 130, the unfinished runs counted,
+    and the command that continues it; running that command finishes the sweep with undisturbed rows."""
+    out = tmp_path / "results"
+    args = ["run", "s003-model4", "--seeds", "2", "--quick", "--epochs", "3", "--data-dir", str(data_dir)]
+    code, stderr, said = interrupt(args, out)
+    assert said < 2, stderr  # at once, while Tune stops the trials
     last = stderr.strip().splitlines()[-1]
-    assert proc.returncode == 130, stderr
+    assert code == 130, stderr
     assert last.startswith("interrupted: ") and "runs unfinished" in last and "Traceback" not in stderr, stderr
     again = last.split("continue with: ", 1)[1]
     assert again.startswith("sweep run s003-model4 --seeds 2 --quick --epochs 3")

@@ -11,6 +11,7 @@ from cnn.data import MNIST
 from sweeps import layout
 from sweeps.cli import app
 from sweeps.runner import SweepConfig, run_sweep
+from tests.test_bad_input import interrupt
 
 # One quick epoch (6,000 images): s003-model4 scores 81-88 %, s001-model2 40-58 % on 2,000 test images; target 70 %.
 RULE = dict(steps=("s003-model4", "s001-model2"), quick=True, until_decided=True, target=70.0, last_k=1)
@@ -53,6 +54,21 @@ def test_a_rerun_continues_the_decision_where_it_stood(ray_session, data, tmp_pa
     second = run_sweep(SweepConfig(**{**RULE, "steps": ("s003-model4",)}, out=out, max_seeds=12), data=data)
     assert sorted(k.seed for k in second.trained) == [5, 6, 7]
     assert second.states == {"s003-model4": "CONSISTENT at 8 seeds"}
+    assert all(p.read_bytes() == b for p, b in before.items())
+    assert seeds(out) == {"s003-model4": list(range(8))}
+
+
+def test_ctrl_c_then_the_same_command_finishes_the_decision(ray_session, tmp_path, data_dir):
+    """A real `sweep run --until-decided` stopped by Ctrl-C once a run has a checkpoint; the same command again
+    resumes the unfinished runs, keeps the finished rows as they were and decides the step at 8 seeds."""
+    out = tmp_path / "results"
+    args = ["run", "s003-model4", "--until-decided", "--quick", "--epochs", "2", "--target", "70", "--last-k", "1"]
+    args += ["--data-dir", str(data_dir)]
+    code, stderr, _ = interrupt(args, out)
+    assert code == 130 and "Traceback" not in stderr and "continue with: sweep run" in stderr, stderr
+    before = {p: p.read_bytes() for p in (out / layout.EPOCHS).rglob("*.parquet")}
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0 and "s003-model4: CONSISTENT at 8 seeds" in res.stdout, res.output
     assert all(p.read_bytes() == b for p, b in before.items())
     assert seeds(out) == {"s003-model4": list(range(8))}
 
