@@ -9,7 +9,9 @@ and batch, refreshed every :data:`REFRESH` seconds in a terminal (rich) and writ
   pace, then its epochs' ``epoch_seconds``); a step not measured yet is priced by its forward FLOPs per image, plus
   :data:`OVERHEAD_FLOPS` for the work per image that is not the network's, at the seconds per FLOP of the steps
   measured so far. The work left, over the trials that ran at once, is the ETA, unless one trial alone needs longer.
-  It is shown once most of the work left is priced by measurement, not by FLOPs (:data:`CREDIBLE`), and from then on.
+  It is shown once a whole epoch has been timed (testing included: the price of a FLOP is then calibrated), or once
+  most of the work left is priced by measurement, not by FLOPs (:data:`CREDIBLE`), and from then on. A sweep goes
+  largest step first, so without the first rule the README's quick sweep would show none until its last minutes.
 * Ctrl-C says "stopping…" at once, then Tune stops the trials (several seconds).
 """
 
@@ -283,7 +285,8 @@ class Progress(tune.Callback):
                 queued.append((startup + per_epoch * epochs, measured))
         left = running + queued
         total = sum(s for s, _ in left)
-        if not self.credible and total and sum(s for s, measured in left if measured) / total < CREDIBLE:
+        measured = sum(s for s, measured in left if measured)
+        if not self.credible and not self.timed and total and measured / total < CREDIBLE:
             return None
         self.credible = True  # once shown, it stays: it only gets better
         return max(total / self.slots, *(s for s, _ in running), 0.0)

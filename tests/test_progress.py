@@ -107,7 +107,8 @@ def test_a_worker_beats_at_most_every_2s_and_at_each_epochs_end(ray_session):
 
 
 def test_the_eta_prices_what_is_not_measured_by_flops_and_waits_until_it_is_credible(tmp_path):
-    """Two steps, two seeds each; s003-model4's pace is measured (10 s per model-epoch), s004-exp1's is not."""
+    """Two steps, two seeds each; s003-model4's pace is measured (10 s per model-epoch), s004-exp1's is not. The ETA
+    is shown once half the work left is measured, or once a whole epoch was timed."""
     config = SweepConfig(steps=("s003-model4", "s004-exp1"), seeds=2, epochs=2, out=tmp_path / "results")
     sweep = prepare(config)
     data = MNIST(*[range(n) for n in (60_000, 60_000, 10_000, 10_000)])
@@ -130,6 +131,10 @@ def test_the_eta_prices_what_is_not_measured_by_flops_and_waits_until_it_is_cred
     exp1 = 10.0 * (forward_flops(Run.plan("s004-exp1", 0)) + progress.OVERHEAD_FLOPS) / (4_380_408 + 9e6)
     assert exp1 == pytest.approx(10 * (2_990_768 + 9e6) / (4_380_408 + 9e6))
     assert p.eta() is None  # the measured share is 0: not credible
+    p.timed.add("s003-model4")  # until a whole epoch of s003-model4 is timed, which calibrates the FLOPs' price
+    assert p.eta() == pytest.approx(4 * exp1 / 2)
+    p.timed.clear()
+    p.credible = False
     p.blocks.clear()
     assert p.eta() == pytest.approx((4 * 10 + 4 * exp1) / 2)  # half of it measured: shown
 
