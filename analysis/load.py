@@ -46,7 +46,7 @@ from analysis import ReportError
 from sweeps import layout
 
 GROUP_KEY = ["step", *layout.COMPARABLE]
-RUN_KEY = ["step", "vary", "base_seed", "seed"]  # one run: its file name (layout.run_file)
+RUN_KEY = ["step", "quick", "vary", "base_seed", "seed"]  # one run: its file name (layout.run_file)
 SPLITTABLE = ("engine", "block_size", "device")  # pooled columns that `sweep report --split` can report apart
 EPOCH_COLUMNS = {"submission", "seed", "epoch", "epochs", "test_acc", "test_total", "params", *layout.COMPARABLE}
 PREDICTION_COLUMNS = {"seed", "recipe_hash", "quick", "epoch", "n", "correct"}
@@ -195,8 +195,9 @@ def _steps(table: pa.Table | None, path: Path, epochs: pd.DataFrame) -> pd.DataF
 
 def _unfinished(out: Path, epochs: pd.DataFrame) -> dict[str, int]:
     """Per step, the runs with an in-flight marker (layout.markers) and no epoch rows yet."""
-    finished = set(zip(epochs["step"], epochs["seed"]))
-    return dict(Counter(f.step for f in layout.markers(out) if (f.step, f.seed) not in finished))
+    runs = epochs[RUN_KEY].drop_duplicates().itertuples(index=False)
+    finished = {layout.RunKey(r.step, r.seed, layout.tag(r.vary, r.base_seed, r.quick)) for r in runs}
+    return dict(Counter(f.step for f in layout.markers(out) if f.key not in finished))
 
 
 def _first_line(e: Exception) -> str:

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from analysis.cli import app
 from cnn.train import METRICS, Run
 from sweeps import layout, results
-from sweeps.cli import app
 from sweeps.runner import SweepConfig, run_sweep
 from tests.conftest import SWEEP
 
@@ -110,6 +110,8 @@ def test_full_runs_go_beside_quick_ones_and_older_quick_files_still_count(sweep_
     assert {k: after[k] for k in kept} == kept
     rows = pd.read_parquet(out / "epochs")
     assert len(rows) == 8 + 1 and rows["quick"].sum() == 8 and not rows.duplicated([*KEY, "quick"]).any()
+    report = CliRunner().invoke(app, ["report", "--out", out])  # and the report keeps them apart
+    assert report.exit_code == 0 and "s003-model4 [quick]" in report.stdout, report.output
 
 
 class KillWorkerOnce:
