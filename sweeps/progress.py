@@ -17,6 +17,7 @@ and batch, refreshed every :data:`REFRESH` seconds in a terminal (rich) and writ
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -259,7 +260,10 @@ class Progress(tune.Callback):
         run = block.runs[0]
         if run.step in self.pace:
             return self.pace[run.step] * len(block.runs), True
-        per_flop = sum(self.pace.values()) / sum(self._work(self.steps[step]) for step in self.pace)
+        priced = [step for step in self.pace if math.isfinite(self._work(self.steps[step]))]
+        if not priced:
+            return math.nan, False
+        per_flop = sum(self.pace[step] for step in priced) / sum(self._work(self.steps[step]) for step in priced)
         return per_flop * self._work(run) * len(block.runs), False
 
     def _left(self, t: Trial) -> tuple[float, bool]:
@@ -285,6 +289,8 @@ class Progress(tune.Callback):
                 queued.append((startup + per_epoch * epochs, measured))
         left = running + queued
         total = sum(s for s, _ in left)
+        if math.isnan(total):  # a step whose FLOPs are unknown (forward_flops) and whose pace is not measured yet
+            return None
         measured = sum(s for s, measured in left if measured)
         if not self.credible and not self.timed and total and measured / total < CREDIBLE:
             return None
@@ -383,15 +389,19 @@ class Progress(tune.Callback):
 
 def forward_flops(run) -> float:
     """Forward FLOPs of one image through ``run``'s network (a ``cnn.train.Run``), counted on the meta device: no
-    memory, no weights."""
+    memory, no weights. NaN for a network the meta device cannot run (a step file's forward that reads a value,
+    ``.item()``): its step is priced once its pace is measured."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.device("meta"):
-        model = run.spec.build(run.recipe)
-        model.train()
-        with FlopCounterMode(display=False) as count:
-            model(torch.empty(2, 1, 28, 28))  # two images: BatchNorm in training needs more than one value
+    try:
+        with torch.device("meta"):
+            model = run.spec.build(run.recipe)
+            model.train()
+            with FlopCounterMode(display=False) as count:
+                model(torch.empty(2, 1, 28, 28))  # two images: BatchNorm in training needs more than one value
+    except (NotImplementedError, RuntimeError):
+        return math.nan
     return count.get_total_flops() / 2
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,11 +148,14 @@ def check_safe(folder: Path) -> None:
 
 
 def _check(path: Path) -> None:
-    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    again = "delete it, or the marker under runs/ that points at it, to train the run from the start"
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:  # truncated, not a zip, …
+        raise UnsafeCheckpoint(f"refusing checkpoint {path}: it cannot be read ({e}); {again}") from None
     if unsafe:
         raise UnsafeCheckpoint(
-            f"refusing checkpoint {path}: it names {', '.join(unsafe)}, and loading it could run code; delete it, or "
-            "the marker under runs/ that points at it, to train the run from the start"
+            f"refusing checkpoint {path}: it names {', '.join(unsafe)}, and loading it could run code; {again}"
         )
 
 

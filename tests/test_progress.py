@@ -1,8 +1,10 @@
 """The progress display of a real sweep: alive during a long epoch in a terminal (a pseudo-terminal) and in a log (a
 pipe), within 80 columns; its ETA from measured pace and FLOPs; the worker's throttled beat."""
 
+import dataclasses
 import fcntl
 import io
+import math
 import os
 import pty
 import re
@@ -13,6 +15,7 @@ import time
 
 import pytest
 import ray
+from torch import nn
 
 from cnn.data import MNIST
 from cnn.train import Run
@@ -137,9 +140,29 @@ def test_the_eta_prices_what_is_not_measured_by_flops_and_waits_until_it_is_cred
     p.credible = False
     p.blocks.clear()
     assert p.eta() == pytest.approx((4 * 10 + 4 * exp1) / 2)  # half of it measured: shown
+    p.flops["s004-exp1"] = math.nan  # a network the meta device cannot run has no FLOPs to price it by
+    assert p.eta() is None
+    p.pace["s004-exp1"] = 7.0  # until its pace is measured
+    assert p.eta() == pytest.approx((4 * 10 + 4 * 7) / 2)
+
+
+class Reads(nn.Module):
+    """A forward that reads a value from a tensor, as a step file's may: the meta device cannot run it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 10, 28)
+
+    def forward(self, x):
+        x = self.conv(x).flatten(1)
+        return x / max(1.0, x.abs().max().item())
 
 
 def test_forward_flops_and_durations():
     assert forward_flops(Run.plan("s003-model4", 0)) == 4_380_408
+    run = Run.plan("s003-model4", 0)
+    assert math.isnan(
+        forward_flops(dataclasses.replace(run, spec=dataclasses.replace(run.spec, build=lambda r: Reads())))
+    )
     assert forward_flops(Run.plan("s002-net1", 0)) == 317_961_216
     assert [duration(s) for s in (42, 61, 3725)] == ["0m42s", "1m01s", "1h02m"]

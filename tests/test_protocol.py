@@ -79,6 +79,15 @@ def test_a_crafted_checkpoint_is_refused_before_it_runs_anything(tmp_path):
     assert not done.exists()
 
 
+def test_a_damaged_checkpoint_is_refused_in_one_line(tiny, tmp_path):
+    """A checkpoint cut short (a disk that filled up, a copy that stopped) is refused in one line, as a crafted one."""
+    BlockState().after(next(train(runs("s003-model4", [0], epochs=2), tiny)), last=False).save(tmp_path)
+    data = (tmp_path / FILE).read_bytes()
+    (tmp_path / FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnsafeCheckpoint, match=r"refusing checkpoint .*block\.pt: it cannot be read \(.*\); delete"):
+        BlockState.load(tmp_path, [0])
+
+
 def test_a_report_is_plain_typed_data():
     report = Report(3, {}, {7: "training loss nan in epoch 3"}, Worker("h", "cpu", "2"), 0.0)
     assert json.loads(json.dumps(dataclasses.asdict(report))) == dataclasses.asdict(report) | {
