@@ -4,7 +4,7 @@ This module is the report's reader of the folder; it reads it through `sweeps.la
 with a file Parquet cannot read is first moved aside into `quarantine/`, so that it blocks no other step. It refuses
 bad input with one `ReportError` line: a missing folder, a folder with no finished run, a file without the columns the
 report needs, files that disagree on column types, or duplicate rows for one (step, seed, epoch). Run files are found
-as `sweeps.layout` names them (`step=<name>/seed-<SSSS>.parquet`); any other name, such as the atomic writer's
+as `sweeps.layout` names them (`step=<name>/seed-<SSSS>[-<tag>].parquet`); any other name, such as the atomic writer's
 dot-named temporary file, is not a result and is skipped. A run may have its epochs but not yet its predictions;
 `predictions` then simply lacks that run. Runs still in flight (a marker under `runs/<step>/` and no epoch rows yet)
 are only counted, per step, so that a report made mid-sweep can say so.
@@ -27,10 +27,10 @@ A folder from one quick sweep therefore reads `s001-model3` (the report states t
 folder that mixes reads `s001-model3 [quick]` next to `s001-model3`. Every statistic and figure is per group, and a
 progression only compares groups with the same quick flag.
 
-Some columns change bits, not distributions, and are pooled: the engine, the block size and the device
-(`SPLITTABLE`). `sweep report --split engine` reports a step's runs of each engine apart, as
-`<step> [engine=block]` next to `<step> [engine=single]`. A split value belongs to a run: a run whose epochs hold
-several values (a seed that resumed in the other engine) reads e.g. `[engine=block+single]`.
+Some columns change bits, not distributions, and are pooled: the engine (`single` for a block of one, else
+`block`), the block size and the device (`SPLITTABLE`). `sweep report --split engine` reports a step's runs of each
+engine apart, as `<step> [engine=block]` next to `<step> [engine=single]`. A split value belongs to a run: a run whose
+epochs hold several values (a seed that resumed in a block of another size) reads e.g. `[engine=block+single]`.
 """
 
 from __future__ import annotations

@@ -183,8 +183,8 @@ def rate_interval(k, n, confidence: float = 0.95, rule=FIXED):
     """Interval (low, high) of the rate k/n under `rule` (elementwise on arrays, `rule` too); NaN where n is 0.
 
     FIXED: Clopper-Pearson. Exact: it covers the true rate with at least the stated probability for every rate and
-    every n fixed in advance. Wilson's interval, used before, covers as little as 83 % at n = 3 to 10 for rates near 0
-    or 1. UNTIL_DECIDED: the confidence sequence (`sweeps.decide.sequence`), which covers it at every n at once.
+    every n fixed in advance. Wilson's interval would cover as little as 83 % at n = 3 to 10 for rates near 0 or
+    1. UNTIL_DECIDED: the confidence sequence (`sweeps.decide.sequence`), which covers it at every n at once.
     """
     k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -17,9 +17,9 @@ the S networks; for the seeds' loop, its DataLoader workers' start-up, as in ben
 machine): the default of ``sweep run --seeds-per-trial`` on a CPU follows from it. The seeds' loop keeps its two
 threads and two DataLoader workers.
 
-``--before DIR`` adds the trainers of another checkout of this project (DIR: e.g. the commit before the one trainer,
-which had two: ``single`` and ``block S=1``), imported beside ours and run in the same process, alternating with the
-other paths: the fair comparison of one trainer against two.
+``--before DIR`` adds the two trainers of a checkout from before the one trainer (DIR at 6eb0730 or earlier, whose
+``cnn.train.train(run)`` and ``cnn.block.train_block`` are ``single`` and ``block S=1`` here), imported beside ours and
+run in the same process, alternating with the other paths: the fair comparison of one trainer against two.
 
 ``--compile`` adds each block size under ``torch.compile`` (inductor, CPU), compile time included: a full epoch
 counts the compilation once, as a run would.

@@ -50,8 +50,8 @@ from cnn.draws import Masks
 # ~180 core-seconds per quick epoch each on a 2-core CPU (benchmarks/), and `sweep run all --quick` must fit 10 min.
 QUICK = {"fraction": 0.1, "epochs": 1}
 EVAL_BATCH = 1000  # test images per loss sum (evaluation forwards at most a training batch at a time)
+# what two runs of one step and seed must repeat exactly on a CPU (epoch_seconds and images_per_sec vary by nature)
 METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_correct", "test_total", "lr")
-TIMINGS = ("epoch_seconds", "images_per_sec")  # vary run to run; everything in METRICS must not on a CPU
 CHANNELS_LAST = torch.channels_last  # 1.1-2.1x faster than NCHW for these small convs on CPU (oneDNN)
 PRECISIONS = ("fp32", "tf32", "bf16")  # IEEE fp32; TF32 convolutions and matmuls (CUDA only); bf16 autocast
 DETERMINISTIC = True  # on CUDA: deterministic cuDNN and torch algorithms (benchmarks/ flip it to time the cost)
@@ -158,7 +158,7 @@ class Record:
     images_per_sec: float  # this seed's training images per second (the block trains block_size times as many)
     block_size: int  # seeds trained together in this epoch, this one included
     precision: str | None = None  # the precision actually used (tf32 on a GPU without it is fp32); None in records
-    # kept from before it was recorded: the run's
+    # kept from before it was recorded, whose rows then take the run's
 
 
 @dataclass

@@ -211,6 +211,7 @@ class ResultsWriter(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         report: Report = result["report"]
+        trained = report.trained()
         for seed, run in self._alive(trial).items():
             key = layout.key(run)
             if seed in report.failed:  # its block trains on without it; a re-run trains it again from the start
@@ -218,7 +219,7 @@ class ResultsWriter(tune.Callback):
                 self.failed.append(f"{key.name}: {report.failed[seed]}")
                 self.dead.add(key)
             elif seed in report.records:
-                self.records.setdefault(key, {})[report.epoch] = report.trained()[seed]
+                self.records.setdefault(key, {})[report.epoch] = trained[seed]
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         fs, epoch = checkpoint.filesystem.type_name, trial.last_result["epoch"]
