@@ -113,7 +113,9 @@ def report(
         raise ReportError(f"cannot write the report: {e}") from None
     typer.echo(verdict_text(results, summary))
     tables = ", ".join(
-        p.name for p in (paths.steps_csv, paths.runs_csv, paths.progression_csv, paths.comparison_csv) if p
+        p.name
+        for p in (paths.steps_csv, paths.runs_csv, paths.progression_csv, paths.sources_csv, paths.comparison_csv)
+        if p
     )
     typer.echo(f"\nreport: {paths.html}\ntables beside it: {tables}")
 

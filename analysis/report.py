@@ -27,13 +27,13 @@ from analysis.words import DASH, num
 
 @dataclass(frozen=True)
 class ReportPaths:
-    """Where the report went, and the summary it shows."""
+    """Where the report and its tables went."""
 
     html: Path
     steps_csv: Path
     runs_csv: Path
     progression_csv: Path
-    summary: Summary
+    sources_csv: Path | None = None  # only for steps swept under several --vary settings
     comparison_csv: Path | None = None  # only with `sweep report --compare`
 
 
@@ -50,13 +50,13 @@ def write_report(results: Results, summary: Summary, html_path: Path) -> ReportP
         html_path.with_name("steps_summary.csv"),
         html_path.with_name("runs_summary.csv"),
         html_path.with_name("progression.csv"),
-        summary,
     )
     steps_csv(summary).to_csv(paths.steps_csv, index=False)
     summary.runs.to_csv(paths.runs_csv, index=False)
     summary.progression.to_csv(paths.progression_csv, index=False)
-    if len(summary.sources):  # only for steps swept under several --vary settings
-        summary.sources.to_csv(html_path.with_name("sources.csv"), index=False)
+    if len(summary.sources):
+        paths = replace(paths, sources_csv=html_path.with_name("sources.csv"))
+        summary.sources.to_csv(paths.sources_csv, index=False)
     if len(summary.comparison):
         paths = replace(paths, comparison_csv=html_path.with_name("comparison.csv"))
         summary.comparison.to_csv(paths.comparison_csv, index=False)

@@ -55,6 +55,7 @@ def test_no_vary_groups_no_sources_section(tmp_path, folder):
     assert summary.sources.empty
     paths = write_report(load_results(folder), summary, tmp_path / "r" / "report.html")
     assert "Which source of randomness" not in paths.html.read_text() and not (tmp_path / "r" / "sources.csv").exists()
+    assert paths.sources_csv is None
 
 
 def test_report_shows_sources(folder, tmp_path):
@@ -62,4 +63,5 @@ def test_report_shows_sources(folder, tmp_path):
     paths = write_report(results, summarize(results, Options(last_k=2)), tmp_path / "r" / "report.html")
     page = paths.html.read_text()
     assert "Which source of randomness makes a step lucky" in page and 'id="fig-sources"' in page
-    assert (tmp_path / "r" / "sources.csv").read_text().startswith("step,group,vary,base_seed,n,final_sd")
+    assert paths.sources_csv == tmp_path / "r" / "sources.csv"
+    assert paths.sources_csv.read_text().startswith("step,group,vary,base_seed,n,final_sd")
