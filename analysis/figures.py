@@ -193,7 +193,8 @@ def trajectories(epochs: pd.DataFrame, steps: pd.DataFrame, options: Options = O
 
 @_styled
 def rates(steps: pd.DataFrame, options: Options = Options()) -> Figure:
-    """Hit rate and consistent rate per step, with their Clopper-Pearson intervals against the verdict line at 0.5."""
+    """Hit rate and consistent rate per step, with their intervals (stats.interval: Clopper-Pearson, or the confidence
+    sequence for --until-decided runs) against the verdict line at 0.5."""
     labels, y = _rows(steps)
     fig, ax = plt.subplots(figsize=(10, 1.4 + ROW_INCH * 2 * len(labels)))
     for name, offset, color in (("hit", -0.17, "#92c5de"), ("consistent", 0.17, "#2166ac")):
@@ -206,7 +207,7 @@ def rates(steps: pd.DataFrame, options: Options = Options()) -> Figure:
             fmt="o",
             color=color,
             capsize=3,
-            label=f"{name} rate, {options.confidence:.0%} Clopper-Pearson interval",
+            label=f"{name} rate, {options.confidence:.0%} interval",
         )
     ax.axvline(0.5, color="0.2", lw=1, ls=":")
     notes = [f"{row.verdict}  (n={row.n_seeds})" for row in steps.itertuples()]

@@ -547,8 +547,9 @@ def quick_sweep(steps: pd.DataFrame, out, o: Options) -> str:
 def verdict_legend(o: Options) -> str:
     """Under the HTML verdict table."""
     return (
-        f"Rates give their {o.confidence:.0%} Clopper-Pearson interval; the consistent rate counts only runs long "
-        f"enough to judge. Median final accuracy and luck gap are medians over seeds, in % and percentage points. "
+        f"Rates give their {o.confidence:.0%} interval (Clopper-Pearson; the confidence sequence for a step with "
+        "runs of --until-decided); the consistent rate counts only runs long enough to judge. "
+        "Median final accuracy and luck gap are medians over seeds, in % and percentage points. "
         "Spread: how much of the seed-to-seed spread of final accuracy the test set alone explains. ✓/✗: parameter "
         f"budget (< {o.max_params:,}) and epoch budget (≤ {o.max_epochs}). The words below say why each verdict "
         "holds; the claims table compares each step with its seed file."
