@@ -19,6 +19,7 @@ from analysis.words import lead, num
 
 FOLDER = Path(__file__).resolve().parents[1] / "benchmarks" / "reference"
 HEADING = "## What the steps really reach"
+END = "<!-- End of the generated part; what follows is written by hand. -->"
 
 
 def markdown(results: Results, summary: Summary) -> str:
@@ -63,6 +64,7 @@ def markdown(results: Results, summary: Summary) -> str:
         )
     lines.append("")
     lines += [textwrap.fill(f"- `{s.step}`: {lead(s, o)}", 120, subsequent_indent="  ") for s in steps.itertuples()]
+    lines += ["", END]
     return "\n".join(lines) + "\n"
 
 
